@@ -1,0 +1,419 @@
+//! The raw kernel calls the lab needs and no tool does for it without an
+//! object file: loading a pass-only XDP program (bpf(2)), attaching XDP by
+//! rtnetlink, and switching tx checksum offload off (the ethtool ioctl).
+//!
+//! Everything here acts on the calling thread's network namespace.
+
+use std::{
+    ffi::CString,
+    io,
+    mem::size_of,
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+/// `XDP_PASS`.
+pub(crate) const XDP_PASS: i32 = 2;
+
+/// The `BPF_PROG_LOAD` part of `union bpf_attr` (up to `expected_attach_type`;
+/// the kernel zero-fills the rest).
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// The `BPF_OBJ_GET_INFO_BY_FD` part of `union bpf_attr`.
+#[repr(C)]
+struct InfoByFdAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The start of `struct bpf_prog_info`: enough for the id.
+#[repr(C)]
+#[derive(Default)]
+struct ProgInfoHead {
+    prog_type: u32,
+    id: u32,
+}
+
+/// Loads `r0 = XDP_PASS; exit` as an XDP program named `vip_lab_pass`.
+pub(crate) fn load_pass_xdp() -> Result<OwnedFd> {
+    load_verdict_xdp(XDP_PASS)
+}
+
+/// Loads `r0 = verdict; exit` as an XDP program named `vip_lab_pass`.
+pub(crate) fn load_verdict_xdp(verdict: i32) -> Result<OwnedFd> {
+    let imm = verdict.to_ne_bytes();
+    // struct bpf_insn { u8 code; u8 dst_reg:4, src_reg:4; s16 off; s32 imm; }
+    let insns: [[u8; 8]; 2] = [
+        // BPF_ALU64 | BPF_MOV | BPF_K, dst r0
+        [0x07 | 0xb0, 0, 0, 0, imm[0], imm[1], imm[2], imm[3]],
+        // BPF_JMP | BPF_EXIT
+        [0x05 | 0x90, 0, 0, 0, 0, 0, 0, 0],
+    ];
+    let license = c"GPL";
+    let mut log = vec![0u8; 4096];
+    let mut name = [0u8; 16];
+    name[..12].copy_from_slice(b"vip_lab_pass");
+    let attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: 2,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: u32::try_from(log.len()).expect("small log"),
+        log_buf: log.as_mut_ptr() as u64,
+        prog_name: name,
+        ..ProgLoadAttr::default()
+    };
+    // SAFETY: attr points to valid instructions, license and log buffer that
+    // outlive the call; the size matches the struct passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &raw const attr,
+            size_of::<ProgLoadAttr>(),
+        )
+    };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        let hint = if err.raw_os_error() == Some(libc::EPERM) {
+            " (need root or CAP_BPF)"
+        } else {
+            ""
+        };
+        return Err(err).with_context(|| {
+            format!(
+                "cannot load an XDP program returning {verdict}{hint}; verifier log: {:?}",
+                String::from_utf8_lossy(&log[..end])
+            )
+        });
+    }
+    let fd = RawFd::try_from(fd).expect("fd fits an int");
+    // SAFETY: bpf(2) returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The kernel's id of the BPF program `fd` (what `ip link` shows).
+pub(crate) fn prog_id(fd: BorrowedFd<'_>) -> Result<u32> {
+    let mut info = ProgInfoHead::default();
+    let attr = InfoByFdAttr {
+        bpf_fd: u32::try_from(fd.as_raw_fd()).expect("fd is non-negative"),
+        info_len: u32::try_from(size_of::<ProgInfoHead>()).expect("small"),
+        info: (&raw mut info) as u64,
+    };
+    // SAFETY: attr points to `info`, which outlives the call; sizes match.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw const attr,
+            size_of::<InfoByFdAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error()).context("cannot read the BPF program's info");
+    }
+    Ok(info.id)
+}
+
+/// The index of interface `ifname` in the calling thread's namespace.
+pub(crate) fn ifindex(ifname: &str) -> Result<u32> {
+    let c = CString::new(ifname).with_context(|| format!("bad interface name {ifname:?}"))?;
+    // SAFETY: a valid C string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("interface {ifname} does not exist"));
+    }
+    Ok(index)
+}
+
+const RTM_SETLINK: u16 = 19;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_CAPPED: u16 = 0x100;
+const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const NLA_F_NESTED: u16 = 0x8000;
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_FD: u16 = 1;
+const IFLA_XDP_FLAGS: u16 = 3;
+const SOL_NETLINK: libc::c_int = 270;
+const NETLINK_EXT_ACK: libc::c_int = 11;
+/// Attach in native (driver) mode; fail rather than fall back to generic.
+pub(crate) const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// Attaches the XDP program `prog` to interface `ifindex` with `flags`, by
+/// `RTM_SETLINK` with a nested `IFLA_XDP`, and waits for the kernel's ack.
+/// Such an attachment lasts until the interface goes, not just while `prog`
+/// is open.
+pub(crate) fn attach_xdp(ifindex: u32, prog: BorrowedFd<'_>, flags: u32) -> Result<()> {
+    const SEQ: u32 = 1;
+    let mut msg = Vec::with_capacity(52);
+    // struct nlmsghdr: len (patched below), type, flags, seq, pid
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&RTM_SETLINK.to_ne_bytes());
+    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    msg.extend_from_slice(&SEQ.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    // struct ifinfomsg: family, pad, type, index, flags, change
+    msg.extend_from_slice(&[u8::try_from(libc::AF_UNSPEC).expect("small"), 0, 0, 0]);
+    msg.extend_from_slice(
+        &i32::try_from(ifindex)
+            .context("interface index")?
+            .to_ne_bytes(),
+    );
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    // IFLA_XDP { IFLA_XDP_FD, IFLA_XDP_FLAGS }: each rtattr is len, type, value.
+    msg.extend_from_slice(&20u16.to_ne_bytes());
+    msg.extend_from_slice(&(IFLA_XDP | NLA_F_NESTED).to_ne_bytes());
+    msg.extend_from_slice(&8u16.to_ne_bytes());
+    msg.extend_from_slice(&IFLA_XDP_FD.to_ne_bytes());
+    msg.extend_from_slice(&prog.as_raw_fd().to_ne_bytes());
+    msg.extend_from_slice(&8u16.to_ne_bytes());
+    msg.extend_from_slice(&IFLA_XDP_FLAGS.to_ne_bytes());
+    msg.extend_from_slice(&flags.to_ne_bytes());
+    let len = u32::try_from(msg.len()).expect("small message");
+    msg[..4].copy_from_slice(&len.to_ne_bytes());
+
+    let sock = netlink_socket()?;
+    // SAFETY: a zeroed sockaddr_nl with the family set addresses the kernel.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::sa_family_t::try_from(libc::AF_NETLINK).expect("small");
+    // SAFETY: msg and kernel are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&raw const kernel).cast(),
+            u32::try_from(size_of::<libc::sockaddr_nl>()).expect("small"),
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error()).context("cannot send RTM_SETLINK");
+    }
+
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error())
+                .context("no answer from the kernel to RTM_SETLINK");
+        }
+        let data = &buf[..usize::try_from(n).expect("non-negative")];
+        let mut off = 0;
+        while off + 16 <= data.len() {
+            let mlen = u32_at(data, off) as usize;
+            let mtype = u16_at(data, off + 4);
+            let mflags = u16_at(data, off + 6);
+            let mseq = u32_at(data, off + 8);
+            if mlen < 16 || off + mlen > data.len() {
+                bail!("malformed netlink answer to RTM_SETLINK");
+            }
+            if mtype == NLMSG_ERROR && mseq == SEQ {
+                return ack_result(&data[off..off + mlen], mflags);
+            }
+            off += align4(mlen);
+        }
+    }
+}
+
+/// Interprets an `NLMSG_ERROR` message: 0 is the ack, else `-errno` and,
+/// with extended acks, the kernel's message.
+fn ack_result(m: &[u8], flags: u16) -> Result<()> {
+    if m.len() < 20 {
+        bail!("short netlink error message");
+    }
+    let errno = -i32::from_ne_bytes(m[16..20].try_into().expect("4 bytes"));
+    if errno == 0 {
+        return Ok(());
+    }
+    let mut text = None;
+    if flags & NLM_F_ACK_TLVS != 0 && m.len() >= 36 {
+        // After the error code comes the request's header (and its payload
+        // unless capped), then attributes.
+        let echoed = if flags & NLM_F_CAPPED != 0 {
+            16
+        } else {
+            align4(u32_at(m, 20) as usize)
+        };
+        let mut off = 20 + echoed;
+        while off + 4 <= m.len() {
+            let alen = usize::from(u16_at(m, off));
+            let atype = u16_at(m, off + 2);
+            if alen < 4 || off + alen > m.len() {
+                break;
+            }
+            if atype == NLMSGERR_ATTR_MSG {
+                let v = &m[off + 4..off + alen];
+                let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+                text = Some(String::from_utf8_lossy(&v[..end]).into_owned());
+            }
+            off += align4(alen);
+        }
+    }
+    let err = io::Error::from_raw_os_error(errno);
+    match text {
+        Some(t) => Err(err).with_context(|| format!("the kernel refused: {t}")),
+        None => Err(err.into()),
+    }
+}
+
+fn netlink_socket() -> Result<OwnedFd> {
+    // SAFETY: plain socket(2).
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).context("cannot open a NETLINK_ROUTE socket");
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Best effort: extended acks carry the kernel's reason for a refusal.
+    let one: libc::c_int = 1;
+    // SAFETY: valid option value and length.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            SOL_NETLINK,
+            NETLINK_EXT_ACK,
+            (&raw const one).cast(),
+            u32::try_from(size_of::<libc::c_int>()).expect("small"),
+        );
+    }
+    set_recv_timeout(&sock, Duration::from_secs(5))?;
+    Ok(sock)
+}
+
+fn set_recv_timeout(sock: &OwnedFd, timeout: Duration) -> Result<()> {
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).expect("small timeout"),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
+    };
+    // SAFETY: valid option value and length.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            u32::try_from(size_of::<libc::timeval>()).expect("small"),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error()).context("cannot set SO_RCVTIMEO");
+    }
+    Ok(())
+}
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GTXCSUM: u32 = 0x16;
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+/// `struct ethtool_value`.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// `struct ifreq` with the `ifr_data` member.
+#[repr(C)]
+struct IfreqData {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+/// Switches tx checksum offload of `ifname` on or off (`ethtool -K IF tx
+/// on|off`), then reads it back to check.
+pub(crate) fn set_tx_checksum(ifname: &str, on: bool) -> Result<()> {
+    let set = ethtool_value(ifname, ETHTOOL_STXCSUM, u32::from(on)).with_context(|| {
+        format!(
+            "cannot switch tx checksum offload of {ifname} {}",
+            if on { "on" } else { "off" }
+        )
+    });
+    set?;
+    let now = ethtool_value(ifname, ETHTOOL_GTXCSUM, 0)
+        .with_context(|| format!("cannot read tx checksum offload of {ifname}"))?;
+    if (now != 0) != on {
+        bail!(
+            "tx checksum offload of {ifname} is still {}",
+            if now != 0 { "on" } else { "off" }
+        );
+    }
+    Ok(())
+}
+
+fn ethtool_value(ifname: &str, cmd: u32, data: u32) -> io::Result<u32> {
+    if ifname.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    let mut value = EthtoolValue { cmd, data };
+    let mut ifr = IfreqData {
+        name: [0; libc::IFNAMSIZ],
+        data: (&raw mut value).cast(),
+        _pad: [0; 16],
+    };
+    ifr.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifr and the ethtool_value it points to outlive the call.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &raw mut ifr) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value.data)
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_ne_bytes(b[off..off + 2].try_into().expect("2 bytes"))
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}

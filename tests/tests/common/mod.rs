@@ -1,0 +1,172 @@
+//! Shared by the netns integration tests: starting agents in lab namespaces
+//! with a private bpffs, and talking to lab backends from the client.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use vip_agent::dataplane::{Maps, pin_dir};
+use vip_tests::lab::{Lab, LabOptions};
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
+
+pub fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A binary built next to this test's binary (`cargo xtask test` builds them).
+pub fn sibling_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} is not built: run `cargo xtask test` (it builds the binaries first)", bin.display());
+    bin
+}
+
+pub fn lab(tag: &str) -> Lab {
+    let mut opts = LabOptions::unique(tag);
+    opts.backend_bin = PathBuf::from(env!("CARGO_BIN_EXE_vip-lab-backend"));
+    Lab::up(opts).expect("lab up")
+}
+
+/// A vip-agent running in a lab node, with its own bpffs; killed and
+/// unmounted on drop.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub node: String,
+    pub config: PathBuf,
+    pub bpffs: PathBuf,
+    pub name: String,
+    dir: PathBuf,
+}
+
+/// The config of a lab load balancer on `eth0` with one TCP service on
+/// VIP:5672 over `backends` (address, weight).
+pub fn config_text(name: &str, bpffs: &Path, backends: &[(&str, u32)]) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|(a, w)| format!("  {{ address = \"{a}\", weight = {w} }},"))
+        .collect();
+    format!(
+        "[node]\ninterface = \"eth0\"\nname = \"{name}\"\nbpffs = \"{}\"\n\n[[service]]\nvip = \"{VIP}\"\nport = 5672\nprotocol = \"tcp\"\nbackends = [\n{}\n]\n",
+        bpffs.display(),
+        list.join("\n")
+    )
+}
+
+impl Agent {
+    /// Starts vip-agent in `node` of `lab` and waits until XDP is attached
+    /// (its link is pinned) and the service's table is live.
+    pub fn start(lab: &Lab, node: &str, name: &str, backends: &[(&str, u32)]) -> Self {
+        let dir = PathBuf::from(format!("/run/vip-test/{}-{name}", lab.prefix()));
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let bpffs = dir.join("bpffs");
+        let config = dir.join("vip.toml");
+        std::fs::write(&config, config_text(name, &bpffs, backends)).expect("write config");
+        let mut cmd = Command::new(sibling_bin("vip-agent"));
+        cmd.arg("--config").arg(&config).env("VIP_LOG", "info").stdout(Stdio::null());
+        let child = lab.spawn_unmanaged(node, cmd).expect("spawn vip-agent");
+        let mut agent = Self { child: Some(child), node: node.to_owned(), config, bpffs, name: name.to_owned(), dir };
+        agent.wait_ready(Duration::from_secs(20));
+        agent
+    }
+
+    pub fn pins(&self) -> PathBuf {
+        pin_dir(&self.bpffs, &self.name)
+    }
+
+    pub fn maps(&self) -> Maps {
+        Maps::open_pinned(&self.pins()).expect("open pinned maps")
+    }
+
+    fn wait_ready(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let link = self.pins().join("link");
+        while !link.exists() {
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("vip-agent exited early with {st}");
+            }
+            assert!(Instant::now() < deadline, "vip-agent did not attach XDP within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Rewrites the config and sends SIGHUP.
+    pub fn reload(&self, backends: &[(&str, u32)]) {
+        std::fs::write(&self.config, config_text(&self.name, &self.bpffs, backends)).expect("write config");
+        let pid = i32::try_from(self.child.as_ref().expect("running").id()).expect("pid");
+        // SAFETY: signalling our own child by PID.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0, "SIGHUP");
+    }
+
+    /// SIGTERM and wait: a clean shutdown.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = i32::try_from(child.id()).expect("pid");
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        child.wait().expect("wait vip-agent")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Ok(c) = std::ffi::CString::new(self.bpffs.as_os_str().as_encoded_bytes()) {
+            // SAFETY: valid C string; unmounting a bpffs this test mounted.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Connects to VIP:5672 and returns the backend's greeting ("b1"...), or an error.
+pub fn who_answers(timeout: Duration) -> std::io::Result<(String, TcpStream)> {
+    let addr = SocketAddr::from((VIP, 5672));
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut line = String::new();
+    BufReader::new(stream.try_clone()?).read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before greeting"));
+    }
+    Ok((line.trim_end().to_owned(), stream))
+}
+
+/// Asks an open connection who it is talking to: sends "LINE", expects
+/// "<backend> LINE".
+pub fn ask(stream: &mut TcpStream, line: &str) -> std::io::Result<String> {
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(stream.try_clone()?).read_line(&mut reply)?;
+    if reply.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+    }
+    let reply = reply.trim_end();
+    let (who, echoed) = reply.split_once(' ').unwrap_or((reply, ""));
+    assert_eq!(echoed, line, "backend echoed something else: {reply:?}");
+    Ok(who.to_owned())
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,97 @@
+//! `vip-agent --config FILE [--check] [--iface IF]`: runs one vip node.
+//! Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, ValueEnum};
+use vip_agent::{
+    agent::{Agent, AgentError, refuse_unsupported},
+    config::Config,
+    error_chain,
+};
+
+#[derive(Parser)]
+#[command(name = "vip-agent", version, about = "vip: XDP load balancer and failover agent")]
+struct Args {
+    /// The TOML configuration.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Validate the configuration and exit (0 valid, 2 invalid).
+    #[arg(long)]
+    check: bool,
+    /// Override `[node] interface`.
+    #[arg(long)]
+    iface: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+
+    let mut config = match Config::load(&args.config)
+        .and_then(|c| refuse_unsupported(&c, &args.config).map(|()| c))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vip-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(iface) = args.iface {
+        config.node.interface = iface;
+    }
+    if args.check {
+        println!(
+            "{}: OK ({} service(s), node {} on {})",
+            args.config.display(),
+            config.services.len(),
+            config.node.name,
+            config.node.interface
+        );
+        return ExitCode::SUCCESS;
+    }
+
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vip-agent: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result: Result<(), AgentError> = rt.block_on(async move {
+        let agent = Agent::start(args.config, config).await?;
+        agent.run().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vip-agent: {}{}", error_chain(&e), hint(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// What to do about the common failures.
+fn hint(e: &AgentError) -> &'static str {
+    let chain = error_chain(e);
+    if chain.contains("Operation not permitted") || chain.contains("Permission denied") {
+        "\nvip-agent: hint: loading XDP needs CAP_BPF and CAP_NET_ADMIN (and CAP_NET_RAW for ARP): run as root or grant those capabilities"
+    } else {
+        ""
+    }
+}

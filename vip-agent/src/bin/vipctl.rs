@@ -1,0 +1,249 @@
+//! `vipctl`: inspects a node through the maps it pinned, so it works even
+//! when the agent is dead or hung. Every read verb takes `--json`.
+//! Exit codes: 0 success, 1 runtime failure, 2 usage error.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use vip_agent::{
+    dataplane::{Maps, pin_dir},
+    error_chain, maglev,
+    net::fmt_mac,
+};
+use vip_common::{
+    BACKEND_DRAINING, BACKEND_ENABLED, BACKEND_LOCAL, NO_BACKEND, PROTO_TCP, PROTO_UDP, counter,
+};
+
+#[derive(Parser)]
+#[command(name = "vipctl", version, about = "Inspect a running vip node")]
+struct Args {
+    /// Node name (the directory under <bpffs>/vip); optional when only one node is pinned.
+    #[arg(long, global = true)]
+    node: Option<String>,
+    /// The pin root the agent uses (`[node] bpffs`).
+    #[arg(long, global = true, default_value = "/sys/fs/bpf")]
+    bpffs: PathBuf,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Backends: address, MAC, flags, packets and bytes forwarded.
+    Backends,
+    /// Flow-table entries: client 5-tuple and the backend it is pinned to.
+    Flows,
+    /// Lookup-table share per backend of one service (VIP:PORT[/tcp|udp]).
+    Table { service: String },
+    /// Packet counters by verdict.
+    Stats,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let dir = match node_dir(&args.bpffs, args.node.as_deref()) {
+        Ok(d) => d,
+        Err(msg) => {
+            eprintln!("vipctl: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let maps = match Maps::open_pinned(&dir) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("vipctl: {}", error_chain(&e));
+            return ExitCode::from(1);
+        }
+    };
+    let out = match &args.verb {
+        Verb::Backends => backends(&maps, args.json),
+        Verb::Flows => flows(&maps, args.json),
+        Verb::Table { service } => table(&maps, service, args.json),
+        Verb::Stats => stats(&maps, args.json),
+    };
+    match out {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err((code, msg)) => {
+            eprintln!("vipctl: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type Out = Result<String, (u8, String)>;
+
+fn fail(e: &vip_agent::dataplane::DataplaneError) -> (u8, String) {
+    (1, error_chain(e))
+}
+
+fn node_dir(bpffs: &Path, node: Option<&str>) -> Result<PathBuf, String> {
+    if let Some(n) = node {
+        return Ok(pin_dir(bpffs, n));
+    }
+    let root = bpffs.join("vip");
+    let nodes: Vec<String> = std::fs::read_dir(&root)
+        .map_err(|e| format!("no vip node is pinned under {} ({e}); is the agent running? use --bpffs for another pin root", root.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    match nodes.as_slice() {
+        [one] => Ok(root.join(one)),
+        [] => Err(format!("no vip node is pinned under {}", root.display())),
+        many => Err(format!("several nodes are pinned under {}: {}; pick one with --node", root.display(), many.join(", "))),
+    }
+}
+
+fn ip(raw: u32) -> Ipv4Addr {
+    Ipv4Addr::from(raw.to_ne_bytes())
+}
+
+fn flag_names(flags: u32) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if flags & BACKEND_LOCAL != 0 {
+        v.push("local");
+    }
+    if flags & BACKEND_DRAINING != 0 {
+        v.push("draining");
+    }
+    v
+}
+
+fn backends(maps: &Maps, json_out: bool) -> Out {
+    let services = maps.services().map_err(|e| fail(&e))?;
+    let mut rows = Vec::new();
+    for (id, b) in maps.backends().map_err(|e| fail(&e))?.iter().enumerate() {
+        if b.flags & BACKEND_ENABLED == 0 {
+            continue;
+        }
+        let id = u32::try_from(id).expect("small");
+        let stats = maps.backend_stats(id).map_err(|e| fail(&e))?;
+        let svc = services.get(&b.service).map(|(k, _)| format!("{}:{}", ip(k.vip), u16::from_be(k.port)));
+        rows.push(json!({
+            "id": id,
+            "service": svc,
+            "address": ip(b.addr).to_string(),
+            "mac": fmt_mac(&b.mac),
+            "ifindex": b.ifindex,
+            "flags": flag_names(b.flags),
+            "packets": stats.packets,
+            "bytes": stats.bytes,
+        }));
+    }
+    if json_out {
+        return Ok(serde_json::to_string_pretty(&rows).expect("json"));
+    }
+    let mut s = format!("{:<4} {:<20} {:<15} {:<17} {:>7} {:>12} {:>14}  flags\n", "id", "service", "address", "mac", "ifindex", "packets", "bytes");
+    for r in &rows {
+        s.push_str(&format!(
+            "{:<4} {:<20} {:<15} {:<17} {:>7} {:>12} {:>14}  {}\n",
+            r["id"], r["service"].as_str().unwrap_or("?"), r["address"].as_str().unwrap_or(""), r["mac"].as_str().unwrap_or(""),
+            r["ifindex"], r["packets"], r["bytes"],
+            r["flags"].as_array().map(|a| a.iter().filter_map(|f| f.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default()
+        ));
+    }
+    Ok(s.trim_end().to_owned())
+}
+
+fn flows(maps: &Maps, json_out: bool) -> Out {
+    let backends = maps.backends().map_err(|e| fail(&e))?;
+    let rows: Vec<_> = maps
+        .flows()
+        .map_err(|e| fail(&e))?
+        .into_iter()
+        .map(|(k, v)| {
+            let backend = backends.get(v.backend as usize).map(|b| ip(b.addr).to_string());
+            json!({
+                "client": format!("{}:{}", ip(k.src), u16::from_be(k.sport)),
+                "vip": format!("{}:{}", ip(k.dst), u16::from_be(k.dport)),
+                "protocol": match k.proto { PROTO_TCP => "tcp", PROTO_UDP => "udp", _ => "?" },
+                "backend_id": v.backend,
+                "backend": backend,
+            })
+        })
+        .collect();
+    if json_out {
+        return Ok(serde_json::to_string_pretty(&rows).expect("json"));
+    }
+    let mut s = format!("{:<22} {:<22} {:<5} {}\n", "client", "vip", "proto", "backend");
+    for r in &rows {
+        s.push_str(&format!(
+            "{:<22} {:<22} {:<5} {}\n",
+            r["client"].as_str().unwrap_or(""), r["vip"].as_str().unwrap_or(""), r["protocol"].as_str().unwrap_or(""), r["backend"].as_str().unwrap_or("?")
+        ));
+    }
+    s.push_str(&format!("{} flow(s)", rows.len()));
+    Ok(s)
+}
+
+fn parse_service(s: &str) -> Option<(Ipv4Addr, u16, u8)> {
+    let (addr, proto) = match s.split_once('/') {
+        Some((a, "tcp")) => (a, PROTO_TCP),
+        Some((a, "udp")) => (a, PROTO_UDP),
+        Some(_) => return None,
+        None => (s, PROTO_TCP),
+    };
+    let (vip, port) = addr.split_once(':')?;
+    Some((vip.parse().ok()?, port.parse().ok()?, proto))
+}
+
+fn table(maps: &Maps, service: &str, json_out: bool) -> Out {
+    let (vip, port, proto) = parse_service(service)
+        .ok_or_else(|| (2, format!("{service:?} is not a service; write VIP:PORT or VIP:PORT/udp, e.g. 10.99.0.100:5672")))?;
+    let key = vip_agent::agent::service_key(vip, port, proto);
+    let table = maps.live_table(&key).map_err(|_| (1, format!("no service {service} in the pinned maps")))?;
+    let backends = maps.backends().map_err(|e| fail(&e))?;
+    let total = table.len();
+    let rows: Vec<_> = maglev::shares(&table)
+        .into_iter()
+        .map(|(id, slots)| {
+            let addr = if id == NO_BACKEND { None } else { backends.get(id as usize).map(|b| ip(b.addr).to_string()) };
+            #[expect(clippy::cast_precision_loss, reason = "a percentage")]
+            let pct = f64::from(slots) * 100.0 / total as f64;
+            json!({ "backend_id": id, "backend": addr, "slots": slots, "share_percent": (pct * 100.0).round() / 100.0 })
+        })
+        .collect();
+    if json_out {
+        return Ok(serde_json::to_string_pretty(&json!({ "service": service, "slots": total, "backends": rows })).expect("json"));
+    }
+    let mut s = format!("service {service}: {total} slots\n{:<4} {:<15} {:>7} {:>8}\n", "id", "backend", "slots", "share");
+    for r in &rows {
+        s.push_str(&format!(
+            "{:<4} {:<15} {:>7} {:>7.2}%\n",
+            r["backend_id"], r["backend"].as_str().unwrap_or("(none)"), r["slots"], r["share_percent"].as_f64().unwrap_or(0.0)
+        ));
+    }
+    Ok(s.trim_end().to_owned())
+}
+
+fn stats(maps: &Maps, json_out: bool) -> Out {
+    let c = maps.counters().map_err(|e| fail(&e))?;
+    let hb = maps.heartbeat().map_err(|e| fail(&e))?;
+    let age_ms = vip_agent::dataplane::monotonic_ns().saturating_sub(hb.stamp_ns) / 1_000_000;
+    if json_out {
+        let counters: serde_json::Map<String, serde_json::Value> =
+            counter::NAMES.iter().zip(c.iter()).map(|(n, v)| ((*n).to_owned(), json!(v))).collect();
+        return Ok(serde_json::to_string_pretty(&json!({
+            "counters": counters,
+            "heartbeat_age_ms": age_ms,
+            "heartbeat_dead_after_ms": hb.dead_after_ns / 1_000_000,
+        }))
+        .expect("json"));
+    }
+    let mut s = String::new();
+    for (n, v) in counter::NAMES.iter().zip(c.iter()) {
+        s.push_str(&format!("{n:<16} {v:>14}\n"));
+    }
+    s.push_str(&format!("heartbeat age {age_ms} ms (dead after {} ms)", hb.dead_after_ns / 1_000_000));
+    Ok(s)
+}

@@ -1,0 +1,26 @@
+//! The vip agent as a library: every protocol and decision is a sans-IO core
+//! (`config`, `maglev`, the planning half of `agent`) wrapped by a thin async
+//! shell; the `vip-agent` and `vipctl` binaries are small front ends over it.
+
+pub mod agent;
+pub mod bpffs;
+pub mod config;
+pub mod dataplane;
+pub mod maglev;
+pub mod net;
+
+/// An error and its causes on one line: `what: because: because`.
+#[must_use]
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let next = c.to_string();
+        if !s.ends_with(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,408 @@
+//! The vip XDP program. Per frame: Ethernet (one optional 802.1Q tag), then
+//! - ARP request for an active VIP: rewritten into the reply in place, `XDP_TX`;
+//! - ICMP echo request to an active VIP: rewritten into the reply, `XDP_TX`;
+//! - TCP/UDP to a configured (VIP, port): flow table, else the service's live
+//!   Maglev half; MACs rewritten; `XDP_TX` (same link), `XDP_REDIRECT` (other
+//!   link) or `XDP_PASS` (backend on this node);
+//! - everything else: `XDP_PASS`.
+//!
+//! Every frame moves `RX` and exactly one verdict counter. No policy lives here:
+//! the agent decides what is active and which backends are in the tables.
+#![no_std]
+#![no_main]
+
+mod headers;
+
+use aya_ebpf::{
+    bindings::{
+        BPF_F_NO_PREALLOC,
+        xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
+    },
+    helpers::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use headers::{
+    ARP_HTYPE_ETHER, ARP_OP_REPLY, ARP_OP_REQUEST, ArpHdr, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4,
+    EthHdr, ICMP_ECHO_REPLY, TCP_ACK, TCP_SYN, ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IcmpHdr,
+    Ipv4Hdr, TcpHdr, UdpHdr, VlanHdr, csum_replace, ptr_at,
+};
+use vip_common::{
+    BACKEND_ENABLED, BACKEND_LOCAL, Backend, BackendStats, FlowKey, FlowValue, Heartbeat,
+    LOOKUP_SIZE, LookupHalf, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_TX_PORTS, MAX_VIPS,
+    NO_BACKEND, Service, ServiceKey, VipState, counter, flow_hash,
+};
+
+/// Which VIPs exist, whether this node holds each one now, and its MAC.
+#[map(name = "VIPS")]
+static VIPS: HashMap<u32, VipState> = HashMap::with_max_entries(MAX_VIPS, BPF_F_NO_PREALLOC);
+
+/// (VIP, port, protocol) -> service id and live table half; a write of one
+/// value switches the table (no-prealloc: readers keep the old value via RCU).
+#[map(name = "SERVICES")]
+static SERVICES: HashMap<ServiceKey, Service> =
+    HashMap::with_max_entries(MAX_SERVICES, BPF_F_NO_PREALLOC);
+
+/// Two Maglev halves per service: the agent fills the idle one, then flips.
+#[map(name = "LOOKUP")]
+static LOOKUP: Array<LookupHalf> = Array::with_max_entries(MAX_SERVICES * 2, 0);
+
+/// Backend id -> address, MACs, egress interface, flags.
+#[map(name = "BACKENDS")]
+static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// 5-tuple -> backend, so flows stay put when the backend set changes.
+#[map(name = "FLOWS")]
+static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// Verdict and event counters (indices in `vip_common::counter`).
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Packets and bytes forwarded per backend id.
+#[map(name = "BACKEND_STATS")]
+static BACKEND_STATS: PerCpuArray<BackendStats> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// The agent's liveness stamp: a stale stamp turns this node passive.
+#[map(name = "HEARTBEAT")]
+static HEARTBEAT: Array<Heartbeat> = Array::with_max_entries(1, 0);
+
+/// Interfaces that backends behind another link are reached through.
+#[map(name = "TX_PORTS")]
+static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_TX_PORTS, 0);
+
+/// An XDP action and the one verdict counter it moves.
+#[derive(Clone, Copy)]
+struct Verdict {
+    action: u32,
+    counter: u32,
+}
+
+const fn verdict(action: u32, counter: u32) -> Verdict {
+    Verdict { action, counter }
+}
+
+const ARP_REPLY: Verdict = verdict(XDP_TX, counter::ARP_REPLY);
+const ICMP_REPLY: Verdict = verdict(XDP_TX, counter::ICMP_ECHO_REPLY);
+const FWD_TX: Verdict = verdict(XDP_TX, counter::FWD_TX);
+const FWD_REDIRECT: Verdict = verdict(XDP_REDIRECT, counter::FWD_REDIRECT);
+const PASS_LOCAL: Verdict = verdict(XDP_PASS, counter::PASS_LOCAL);
+const PASS_OTHER: Verdict = verdict(XDP_PASS, counter::PASS_OTHER);
+const PASS_INACTIVE: Verdict = verdict(XDP_PASS, counter::PASS_INACTIVE);
+const PASS_STALE: Verdict = verdict(XDP_PASS, counter::PASS_STALE);
+const PASS_FRAGMENT: Verdict = verdict(XDP_PASS, counter::PASS_FRAGMENT);
+const PASS_MALFORMED: Verdict = verdict(XDP_PASS, counter::PASS_MALFORMED);
+const DROP_MALFORMED: Verdict = verdict(XDP_DROP, counter::DROP_MALFORMED);
+const DROP_NO_BACKEND: Verdict = verdict(XDP_DROP, counter::DROP_NO_BACKEND);
+const DROP_REDIRECT: Verdict = verdict(XDP_DROP, counter::DROP_REDIRECT);
+
+#[xdp]
+pub fn vip_xdp(ctx: XdpContext) -> u32 {
+    count(counter::RX);
+    let v = process(&ctx);
+    count(v.counter);
+    v.action
+}
+
+/// The benchmark baseline, and the program that gives a veth peer NAPI.
+#[xdp]
+pub fn vip_pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+fn heartbeat_fresh() -> bool {
+    match HEARTBEAT.get(0) {
+        // SAFETY: the helper has no preconditions.
+        Some(hb) => hb.is_fresh(unsafe { bpf_ktime_get_ns() }),
+        None => false,
+    }
+}
+
+/// The VIP's state when `addr` is a VIP this node knows.
+#[inline(always)]
+fn vip_state(addr: u32) -> Option<VipState> {
+    // SAFETY: a no-prealloc hash map: the element stays valid under RCU while
+    // we run, and it is copied out at once.
+    VIPS.get_ptr(&addr).map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+fn process(ctx: &XdpContext) -> Verdict {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return PASS_MALFORMED;
+    };
+    let mut l3 = core::mem::size_of::<EthHdr>();
+    // SAFETY: bounds-checked by ptr_at.
+    let mut ethertype = unsafe { (*eth).ethertype };
+    if ethertype == ETH_P_8021Q {
+        let Some(vlan) = ptr_at::<VlanHdr>(ctx, l3) else {
+            return PASS_MALFORMED;
+        };
+        // SAFETY: bounds-checked by ptr_at.
+        ethertype = unsafe { (*vlan).ethertype };
+        l3 += core::mem::size_of::<VlanHdr>();
+    }
+    match ethertype {
+        ETH_P_ARP => arp(ctx, eth, l3),
+        ETH_P_IPV4 => ipv4(ctx, eth, l3),
+        _ => PASS_OTHER,
+    }
+}
+
+#[inline(always)]
+fn arp(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
+    let Some(arp) = ptr_at::<ArpHdr>(ctx, off) else {
+        return PASS_MALFORMED;
+    };
+    // SAFETY: bounds-checked by ptr_at; nothing else aliases the frame.
+    let (eth, arp) = unsafe { (&mut *eth, &mut *arp) };
+    if arp.htype != ARP_HTYPE_ETHER || arp.ptype != ETH_P_IPV4 || arp.hlen != 6 || arp.plen != 4
+    {
+        return PASS_MALFORMED;
+    }
+    // Gratuitous requests (sender == target) are another node announcing
+    // itself: never answer them.
+    if arp.op != ARP_OP_REQUEST || arp.spa == arp.tpa {
+        return PASS_OTHER;
+    }
+    let target = arp.tpa;
+    let Some(vip) = vip_state(u32::from_ne_bytes(target)) else {
+        return PASS_OTHER;
+    };
+    if vip.active == 0 {
+        return PASS_INACTIVE;
+    }
+    if !heartbeat_fresh() {
+        return PASS_STALE;
+    }
+    eth.dst = arp.sha;
+    eth.src = vip.mac;
+    arp.op = ARP_OP_REPLY;
+    arp.tha = arp.sha;
+    arp.tpa = arp.spa;
+    arp.sha = vip.mac;
+    arp.spa = target;
+    ARP_REPLY
+}
+
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, off) else {
+        return PASS_MALFORMED;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let ip = unsafe { &mut *ip };
+    let Some(vip) = vip_state(u32::from_ne_bytes(ip.daddr)) else {
+        return PASS_OTHER;
+    };
+    if vip.active == 0 {
+        return PASS_INACTIVE;
+    }
+    if !heartbeat_fresh() {
+        return PASS_STALE;
+    }
+    if ip.ver_ihl >> 4 != 4 {
+        return DROP_MALFORMED;
+    }
+    let hdr_len = usize::from(ip.ver_ihl & 0x0f) * 4;
+    let tot_len = usize::from(u16::from_be_bytes(ip.tot_len));
+    let avail = ctx.data_end() - ctx.data() - off;
+    if hdr_len < 20 || tot_len < hdr_len || tot_len > avail {
+        return DROP_MALFORMED;
+    }
+    // More-fragments or a non-zero offset: no reliable ports to steer by.
+    if u16::from_be_bytes(ip.frag_off) & 0x3fff != 0 {
+        return PASS_FRAGMENT;
+    }
+    let l4 = off + hdr_len;
+    let l4_len = tot_len - hdr_len;
+    match ip.proto {
+        IPPROTO_TCP => {
+            let Some(tcp) = ptr_at::<TcpHdr>(ctx, l4) else {
+                return DROP_MALFORMED;
+            };
+            // SAFETY: bounds-checked by ptr_at.
+            let tcp = unsafe { &*tcp };
+            let doff = usize::from(tcp.doff_res >> 4) * 4;
+            if doff < 20 || doff > l4_len {
+                return DROP_MALFORMED;
+            }
+            // A SYN without ACK opens a new connection: it is placed by the
+            // table even when a stale flow with the same 5-tuple (a reused
+            // client port) is still in the LRU.
+            let new_conn = tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+            forward(ctx, eth, ip, tcp.sport, tcp.dport, IPPROTO_TCP, new_conn)
+        }
+        IPPROTO_UDP => {
+            let Some(udp) = ptr_at::<UdpHdr>(ctx, l4) else {
+                return DROP_MALFORMED;
+            };
+            // SAFETY: bounds-checked by ptr_at.
+            let udp = unsafe { &*udp };
+            let len = usize::from(u16::from_be_bytes(udp.len));
+            if len < 8 || len > l4_len {
+                return DROP_MALFORMED;
+            }
+            forward(ctx, eth, ip, udp.sport, udp.dport, IPPROTO_UDP, false)
+        }
+        IPPROTO_ICMP => {
+            let Some(icmp) = ptr_at::<IcmpHdr>(ctx, l4) else {
+                return DROP_MALFORMED;
+            };
+            if l4_len < 8 {
+                return DROP_MALFORMED;
+            }
+            // SAFETY: bounds-checked by ptr_at.
+            let icmp = unsafe { &mut *icmp };
+            if icmp.kind != ICMP_ECHO_REQUEST || icmp.code != 0 {
+                return PASS_OTHER;
+            }
+            // SAFETY: checked by ptr_at in process().
+            let eth = unsafe { &mut *eth };
+            eth.dst = eth.src;
+            eth.src = vip.mac;
+            let daddr = ip.daddr;
+            ip.daddr = ip.saddr;
+            ip.saddr = daddr;
+            // Swapping addresses keeps the IP checksum; the TTL is reset like
+            // a host's own reply would be.
+            let old = u16::from_be_bytes([ip.ttl, ip.proto]);
+            ip.ttl = 64;
+            ip.check = csum_replace(ip.check, old, u16::from_be_bytes([ip.ttl, ip.proto]));
+            icmp.kind = ICMP_ECHO_REPLY;
+            icmp.check = csum_replace(
+                icmp.check,
+                u16::from_be_bytes([ICMP_ECHO_REQUEST, 0]),
+                u16::from_be_bytes([ICMP_ECHO_REPLY, 0]),
+            );
+            ICMP_REPLY
+        }
+        _ => PASS_OTHER,
+    }
+}
+
+#[inline(always)]
+fn forward(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: &Ipv4Hdr,
+    sport: [u8; 2],
+    dport: [u8; 2],
+    proto: u8,
+    new_conn: bool,
+) -> Verdict {
+    let skey = ServiceKey {
+        vip: u32::from_ne_bytes(ip.daddr),
+        port: u16::from_ne_bytes(dport),
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: no-prealloc hash map, copied out at once (see vip_state).
+    let Some(svc) = SERVICES.get_ptr(&skey).map(|p| unsafe { *p }) else {
+        return PASS_OTHER;
+    };
+    let key = FlowKey {
+        src: u32::from_ne_bytes(ip.saddr),
+        dst: skey.vip,
+        sport: u16::from_ne_bytes(sport),
+        dport: skey.port,
+        proto,
+        _pad: [0; 3],
+    };
+
+    let mut id = NO_BACKEND;
+    // SAFETY: LRU entries are copied out at once; a concurrent eviction can
+    // at worst hand us a stale backend id, which is validated below.
+    if !new_conn
+        && let Some(flow) = FLOWS.get_ptr(&key).map(|p| unsafe { *p })
+        && flow.service == svc.id
+        && backend(flow.backend).is_some_and(|b| b.flags & BACKEND_ENABLED != 0)
+    {
+        id = flow.backend;
+        count(counter::FLOW_HIT);
+    }
+    if id == NO_BACKEND {
+        id = table_pick(&svc, &key);
+        if id == NO_BACKEND {
+            return DROP_NO_BACKEND;
+        }
+        let value = FlowValue {
+            backend: id,
+            service: svc.id,
+        };
+        // A full LRU evicts the oldest flow; failure here only costs stickiness.
+        let _ = FLOWS.insert(&key, &value, 0);
+        count(counter::FLOW_NEW);
+    }
+    let Some(b) = backend(id) else {
+        return DROP_NO_BACKEND;
+    };
+    if b.flags & BACKEND_ENABLED == 0 {
+        return DROP_NO_BACKEND;
+    }
+    if let Some(stats) = BACKEND_STATS.get_ptr_mut(id) {
+        // SAFETY: per-CPU slot.
+        unsafe {
+            (*stats).packets += 1;
+            (*stats).bytes += (ctx.data_end() - ctx.data()) as u64;
+        }
+    }
+    if b.flags & BACKEND_LOCAL != 0 {
+        return PASS_LOCAL;
+    }
+    // SAFETY: checked by ptr_at in process().
+    let eth = unsafe { &mut *eth };
+    eth.dst = b.mac;
+    eth.src = b.src_mac;
+    if b.ifindex == ctx.ingress_ifindex() as u32 {
+        return FWD_TX;
+    }
+    match TX_PORTS.redirect(b.ifindex, 0) {
+        Ok(XDP_REDIRECT) => FWD_REDIRECT,
+        _ => DROP_REDIRECT,
+    }
+}
+
+/// The backend id the live lookup-table half gives this flow, or `NO_BACKEND`.
+#[inline(always)]
+fn table_pick(svc: &Service, key: &FlowKey) -> u32 {
+    let Some(half) = LOOKUP.get_ptr(svc.id * 2 + (svc.live_half & 1)) else {
+        return NO_BACKEND;
+    };
+    let size = svc.table_size;
+    if size == 0 {
+        return NO_BACKEND;
+    }
+    let slot = flow_hash(key) % size;
+    if slot >= LOOKUP_SIZE {
+        return NO_BACKEND;
+    }
+    // SAFETY: array map value, valid while we run; index bounded above.
+    unsafe { *(*half).slots.as_ptr().add(slot as usize) }
+}
+
+#[inline(always)]
+fn backend(id: u32) -> Option<Backend> {
+    BACKENDS.get(id).copied()
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic path, so this is never run.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,153 @@
+//! Installs what building and testing need, once, and finds it again later:
+//! the nightly's `rust-src`, bpf-linker built against the LLVM that ships
+//! inside the nightly toolchain, and Debian packages.
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Debian packages the lab needs (`ip`, `ethtool`).
+pub const LAB_PACKAGES: &[&str] = &["iproute2", "ethtool"];
+/// Debian packages the test suite needs.
+pub const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool"];
+
+/// The bpf-linker release this project builds.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// `$CARGO_HOME/vip-bpf-linker`: bpf-linker and the LLVM links it runs with.
+/// Kept outside `target/` so `cargo clean` does not cost a rebuild.
+pub fn linker_home() -> PathBuf {
+    let cargo_home = std::env::var_os("CARGO_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"),
+        PathBuf::from,
+    );
+    cargo_home.join("vip-bpf-linker")
+}
+
+/// `PATH` with bpf-linker's directory first.
+pub fn path_with_linker() -> OsString {
+    let mut paths = vec![linker_home().join("bin")];
+    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    std::env::join_paths(paths).expect("PATH entries have no ':'")
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().with_context(|| format!("cannot run {shown}"))?;
+    if !out.status.success() {
+        bail!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Nightly with `rust-src`, and a working bpf-linker for its LLVM.
+pub fn ebpf_toolchain() -> Result<()> {
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("the nightly toolchain is needed to build the XDP program (rustup toolchain install nightly)")?;
+    let sysroot = PathBuf::from(sysroot.trim());
+    if !sysroot.join("lib/rustlib/src/rust/library/core").exists() {
+        eprintln!("xtask: adding rust-src to the nightly toolchain");
+        crate::status({
+            let mut c = Command::new("rustup");
+            c.args(["component", "add", "rust-src", "--toolchain", "nightly"]);
+            c
+        })?;
+    }
+    let llvm_major = llvm_major()?;
+    let home = linker_home();
+    let linker = home.join("bin/bpf-linker");
+    let stamp = home.join(format!("llvm-{llvm_major}"));
+    if linker.exists() && stamp.exists() && Command::new(&linker).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {llvm_major} (about a minute, once)");
+    let lib = home.join("llvm/lib");
+    std::fs::create_dir_all(&lib).with_context(|| format!("cannot create {}", lib.display()))?;
+    let so = find_libllvm(&sysroot.join("lib"))?;
+    let so_name = so.file_name().expect("a file").to_owned();
+    // bpf-linker's build looks for libLLVM.so; the binary it makes needs the
+    // versioned soname at run time (RUNPATH points here): link both names.
+    for name in [OsString::from("libLLVM.so"), so_name] {
+        let link = lib.join(&name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&so, &link)
+            .with_context(|| format!("cannot link {} to {}", link.display(), so.display()))?;
+    }
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force", "--root"])
+        .arg(&home)
+        .args(["--no-default-features", "--features"])
+        .arg(format!("llvm-{llvm_major}"))
+        .env("LLVM_PREFIX", home.join("llvm"));
+    crate::status(c)?;
+    output(Command::new(&linker).arg("--version")).context("the freshly built bpf-linker does not run")?;
+    std::fs::write(&stamp, b"").with_context(|| format!("cannot write {}", stamp.display()))?;
+    Ok(())
+}
+
+fn llvm_major() -> Result<u32> {
+    let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let version = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("`rustc +nightly -vV` does not name its LLVM version")?;
+    version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .with_context(|| format!("cannot parse LLVM version {version:?}"))
+}
+
+/// The nightly's `libLLVM` shared library (its file name varies by release).
+fn find_libllvm(dir: &Path) -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM") && n.contains(".so"))
+        })
+        .collect();
+    // Prefer the versioned soname (libLLVM.so.22.1-rust-...), the name the
+    // linked binary records.
+    found.sort_by_key(|p| !p.to_string_lossy().contains("libLLVM.so."));
+    found
+        .into_iter()
+        .next()
+        .with_context(|| format!("no libLLVM*.so in {}: is the nightly toolchain complete?", dir.display()))
+}
+
+/// Installs the Debian packages that are missing (`apt-get update` first).
+pub fn apt_packages(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    crate::status({
+        let mut c = Command::new("apt-get");
+        c.args(["update", "-q"]);
+        c
+    })?;
+    crate::status({
+        let mut c = Command::new("apt-get");
+        c.args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    })
+}

@@ -1,0 +1,209 @@
+//! `cargo xtask build | run | lab | test | bench`: what a build script cannot
+//! do. Installs the eBPF toolchain (nightly `rust-src`, bpf-linker built
+//! against the nightly's own LLVM) and the Debian packages the tests need,
+//! runs the privileged test suite, the netns lab and the benchmarks.
+//!
+//! Every step is idempotent: a second run finds what the first installed.
+
+mod bootstrap;
+mod demo;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "vip's build, test, lab and bench runner")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the eBPF toolchain if missing, then build every binary.
+    Build {
+        /// Build with --release.
+        #[arg(long)]
+        release: bool,
+    },
+    /// With no arguments: a live demo in the netns lab. With `-- --config
+    /// FILE [--iface IF]`: run the agent for real on this host.
+    Run {
+        /// Arguments for vip-agent (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The netns lab on its own: up, down or status.
+    Lab {
+        #[arg(value_parser = ["up", "down", "status"])]
+        action: String,
+    },
+    /// Everything a contributor must pass: unit, BPF_PROG_TEST_RUN and netns tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks, each beside a baseline measured in the same run.
+    Bench,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Build { release } => build(release).map(|_| ()),
+        Cmd::Run { args } => run(&args),
+        Cmd::Lab { action } => lab(&action),
+        Cmd::Test { args } => test(&args),
+        Cmd::Bench => bench(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (this crate's parent).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c.env("PATH", bootstrap::path_with_linker());
+    c
+}
+
+fn status(mut cmd: Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let st = cmd.status().with_context(|| format!("cannot run {shown}"))?;
+    if !st.success() {
+        bail!("{shown} failed ({st})");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Installs the toolchain and builds every binary; returns the target dir
+/// holding them.
+fn build(release: bool) -> Result<PathBuf> {
+    bootstrap::ebpf_toolchain()?;
+    let mut c = cargo();
+    c.args(["build", "--bins"]);
+    if release {
+        c.arg("--release");
+    }
+    status(c)?;
+    Ok(root().join("target").join(if release { "release" } else { "debug" }))
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let bins = build(false)?;
+    if args.is_empty() {
+        if !is_root() {
+            bail!("the lab demo needs root (network namespaces, XDP): run `sudo -E cargo xtask run`");
+        }
+        bootstrap::apt_packages(bootstrap::LAB_PACKAGES)?;
+        return demo::run(&bins);
+    }
+    let mut c = Command::new(bins.join("vip-agent"));
+    c.args(args);
+    status(c)
+}
+
+fn lab(action: &str) -> Result<()> {
+    if !is_root() {
+        bail!("the lab needs root (network namespaces): run `sudo -E cargo xtask lab {action}`");
+    }
+    match action {
+        "up" => {
+            let bins = build(false)?;
+            bootstrap::apt_packages(bootstrap::LAB_PACKAGES)?;
+            demo::lab_up(&bins)
+        }
+        "down" => demo::lab_down(),
+        _ => demo::lab_status(),
+    }
+}
+
+fn test(args: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "the test suite needs root (BPF_PROG_TEST_RUN, network namespaces, XDP): run `sudo -E cargo xtask test`; \
+             unprivileged unit tests alone: `cargo test -p vip-agent`"
+        );
+    }
+    bootstrap::apt_packages(bootstrap::TEST_PACKAGES)?;
+    build(false)?;
+    let mut c = cargo();
+    // Unit, integration and binary tests; benches run only under `xtask bench`.
+    c.args(["test", "--no-fail-fast", "--lib", "--bins", "--tests"]);
+    if !args.is_empty() {
+        c.arg("--").args(args);
+    }
+    run_tests(c)
+}
+
+/// Runs `cargo test`, echoing its output, and ends with one summary line
+/// (`summary: N passed, N failed`) over every test binary.
+fn run_tests(mut c: Command) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    c.stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().context("cannot run cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word))
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            passed += num("passed");
+            failed += num("failed");
+            ignored += num("ignored");
+        }
+    }
+    let st = child.wait().context("waiting for cargo test")?;
+    println!("summary: {passed} passed, {failed} failed, {ignored} skipped");
+    if !st.success() || failed > 0 {
+        bail!("tests failed ({st})");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+fn bench() -> Result<()> {
+    if !is_root() {
+        bail!("the benchmarks need root (BPF_PROG_TEST_RUN, network namespaces): run `sudo -E cargo xtask bench`");
+    }
+    bootstrap::apt_packages(bootstrap::TEST_PACKAGES)?;
+    build(true)?;
+    let report = root().join("bench-report.md");
+    let mut c = cargo();
+    c.args(["bench", "-p", "vip-tests", "--bench", "xdp"]);
+    c.env("VIP_BENCH_REPORT", &report);
+    status(c)?;
+    println!("report: {}", report.display());
+    Ok(())
+}
