@@ -10,10 +10,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-/// Debian packages the lab needs (`ip`, `ethtool`).
-pub const LAB_PACKAGES: &[&str] = &["iproute2", "ethtool"];
+/// Debian packages the lab needs (`ip`).
+pub const LAB_PACKAGES: &[&str] = &["iproute2"];
 /// Debian packages the test suite needs.
-pub const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool"];
+pub const TEST_PACKAGES: &[&str] = &["iproute2"];
 
 /// The bpf-linker release this project builds.
 const BPF_LINKER_VERSION: &str = "0.13.0";
