@@ -3,11 +3,11 @@
 //! truncation point of every header, malformed headers, and a seeded random
 //! corpus whose counters must add up.
 //!
-//! Needs root (CAP_BPF + CAP_NET_ADMIN). Each test runs on a thread that has
+//! Needs root (`CAP_BPF` + `CAP_NET_ADMIN`). Each test runs on a thread that has
 //! entered a fresh network namespace, so the program's ingress device (the
 //! namespace's `lo`, ifindex 1) and the veth used for redirects are private.
 
-use std::{net::Ipv4Addr, process::Command};
+use std::{fmt::Write as _, net::Ipv4Addr, process::Command};
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use vip_agent::{dataplane::Dataplane, maglev};
@@ -16,8 +16,7 @@ use vip_common::{
     PROTO_UDP, ServiceKey, VipState, counter, flow_hash,
 };
 use vip_tests::frames::{
-    ETH_P_ARP, ETH_P_IPV4, Ipv4, Rng, TCP_ACK, TCP_PSH, TCP_SYN, arp, checksum, ethernet,
-    icmp_echo, tcp, udp,
+    ETH_P_ARP, ETH_P_IPV4, Ipv4, Rng, TCP_ACK, TCP_PSH, TCP_SYN, arp, ethernet, icmp_echo, tcp, udp,
 };
 
 const XDP_DROP: u32 = 1;
@@ -56,7 +55,12 @@ fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
         s.spawn(|| {
             // SAFETY: only this thread changes namespace.
             let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+            assert_eq!(
+                rc,
+                0,
+                "unshare(CLONE_NEWNET): {}",
+                std::io::Error::last_os_error()
+            );
             f()
         })
         .join()
@@ -66,7 +70,11 @@ fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn ifindex(name: &str) -> u32 {
@@ -91,7 +99,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// The program loaded with: VIP active (answers with LB_MAC), VIP_INACTIVE
+    /// The program loaded with: VIP active (answers with `LB_MAC`), `VIP_INACTIVE`
     /// present but inactive; services VIP:5672/tcp and VIP:53/udp over three
     /// remote backends, VIP:5671/tcp over a local backend, VIP:15672/tcp over a
     /// backend behind another link (veth `vr0`), VIP:15692/tcp with none.
@@ -102,8 +110,24 @@ impl Fixture {
         ip(&["link", "set", "vr1", "up"]);
         let remote_if = ifindex("vr0");
         let mut dp = Dataplane::load(None).expect("load the XDP object");
-        dp.set_vip(VIP, VipState { mac: LB_MAC, active: 1, _pad: 0 }).unwrap();
-        dp.set_vip(VIP_INACTIVE, VipState { mac: LB_MAC, active: 0, _pad: 0 }).unwrap();
+        dp.set_vip(
+            VIP,
+            VipState {
+                mac: LB_MAC,
+                active: 1,
+                _pad: 0,
+            },
+        )
+        .unwrap();
+        dp.set_vip(
+            VIP_INACTIVE,
+            VipState {
+                mac: LB_MAC,
+                active: 0,
+                _pad: 0,
+            },
+        )
+        .unwrap();
         let lo = 1;
         let mut entries = Vec::new();
         for (i, (addr, mac)) in BACKENDS.iter().enumerate() {
@@ -123,8 +147,10 @@ impl Fixture {
             entries.push((addr.octets(), id));
         }
         let table = build(&entries);
-        dp.switch_table(skey(VIP, AMQP, PROTO_TCP), 0, 0, &table).unwrap();
-        dp.switch_table(skey(VIP, DNS_UDP, PROTO_UDP), 1, 0, &table).unwrap();
+        dp.switch_table(skey(VIP, AMQP, PROTO_TCP), 0, 0, &table)
+            .unwrap();
+        dp.switch_table(skey(VIP, DNS_UDP, PROTO_UDP), 1, 0, &table)
+            .unwrap();
         dp.set_backend(
             LOCAL_ID,
             &Backend {
@@ -137,8 +163,13 @@ impl Fixture {
             },
         )
         .unwrap();
-        dp.switch_table(skey(VIP, AMQPS_LOCAL, PROTO_TCP), 2, 0, &build(&[([10, 99, 0, 2], LOCAL_ID)]))
-            .unwrap();
+        dp.switch_table(
+            skey(VIP, AMQPS_LOCAL, PROTO_TCP),
+            2,
+            0,
+            &build(&[([10, 99, 0, 2], LOCAL_ID)]),
+        )
+        .unwrap();
         dp.set_backend(
             REMOTE_ID,
             &Backend {
@@ -152,10 +183,16 @@ impl Fixture {
         )
         .unwrap();
         dp.add_tx_port(remote_if).unwrap();
-        dp.switch_table(skey(VIP, REMOTE_LINK, PROTO_TCP), 3, 0, &build(&[([10, 98, 0, 11], REMOTE_ID)]))
+        dp.switch_table(
+            skey(VIP, REMOTE_LINK, PROTO_TCP),
+            3,
+            0,
+            &build(&[([10, 98, 0, 11], REMOTE_ID)]),
+        )
+        .unwrap();
+        dp.switch_table(skey(VIP, EMPTY, PROTO_TCP), 4, 0, &build(&[]))
             .unwrap();
-        dp.switch_table(skey(VIP, EMPTY, PROTO_TCP), 4, 0, &build(&[])).unwrap();
-        dp.stamp(std::time::Duration::from_secs(3600)).unwrap();
+        dp.stamp(std::time::Duration::from_hours(1)).unwrap();
         Self { dp }
     }
 
@@ -195,13 +232,20 @@ impl Fixture {
 fn build(entries: &[([u8; 4], u32)]) -> Vec<u32> {
     let e: Vec<maglev::Entry<'_>> = entries
         .iter()
-        .map(|(addr, id)| maglev::Entry { identity: addr, weight: 1, id: *id })
+        .map(|(addr, id)| maglev::Entry {
+            identity: addr,
+            weight: 1,
+            id: *id,
+        })
         .collect();
     maglev::build(&e, LOOKUP_SIZE, NO_BACKEND)
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    b.iter().fold(String::new(), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
 }
 
 fn verdict_name(v: u32) -> &'static str {
@@ -226,22 +270,53 @@ fn flow(src: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> FlowKey {
     }
 }
 
-fn tcp_frame(vlan: Option<u16>, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+fn tcp_frame(
+    vlan: Option<u16>,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let seg = tcp(CLIENT, dst, sport, dport, flags, payload);
-    ethernet(LB_MAC, CLIENT_MAC, vlan, ETH_P_IPV4, &Ipv4::new(CLIENT, dst, 6).packet(&seg))
+    ethernet(
+        LB_MAC,
+        CLIENT_MAC,
+        vlan,
+        ETH_P_IPV4,
+        &Ipv4::new(CLIENT, dst, 6).packet(&seg),
+    )
 }
 
 fn udp_frame(dport: u16, payload: &[u8]) -> Vec<u8> {
     let seg = udp(CLIENT, VIP, 40000, dport, payload);
-    ethernet(LB_MAC, CLIENT_MAC, None, ETH_P_IPV4, &Ipv4::new(CLIENT, VIP, 17).packet(&seg))
+    ethernet(
+        LB_MAC,
+        CLIENT_MAC,
+        None,
+        ETH_P_IPV4,
+        &Ipv4::new(CLIENT, VIP, 17).packet(&seg),
+    )
 }
 
 fn arp_request(vlan: Option<u16>, target: Ipv4Addr) -> Vec<u8> {
-    ethernet(BROADCAST, CLIENT_MAC, vlan, ETH_P_ARP, &arp(1, CLIENT_MAC, CLIENT, [0; 6], target))
+    ethernet(
+        BROADCAST,
+        CLIENT_MAC,
+        vlan,
+        ETH_P_ARP,
+        &arp(1, CLIENT_MAC, CLIENT, [0; 6], target),
+    )
 }
 
 fn arp_reply_bytes(vlan: Option<u16>) -> Vec<u8> {
-    ethernet(CLIENT_MAC, LB_MAC, vlan, ETH_P_ARP, &arp(2, LB_MAC, VIP, CLIENT_MAC, CLIENT))
+    ethernet(
+        CLIENT_MAC,
+        LB_MAC,
+        vlan,
+        ETH_P_ARP,
+        &arp(2, LB_MAC, VIP, CLIENT_MAC, CLIENT),
+    )
 }
 
 fn with_backend_macs(frame: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
@@ -279,19 +354,31 @@ fn check(fx: &mut Fixture, case: &Case) {
         "{}: verdict{replay}",
         case.what
     );
-    assert_eq!(hex(&out), hex(&want_bytes), "{}: output bytes{replay}", case.what);
+    assert_eq!(
+        hex(&out),
+        hex(&want_bytes),
+        "{}: output bytes{replay}",
+        case.what
+    );
     let verdicts: Vec<usize> = moved
         .iter()
         .filter(|(i, _)| counter::VERDICTS.contains(&u32::try_from(*i).unwrap()))
         .map(|(i, _)| *i)
         .collect();
     assert_eq!(
-        verdicts.iter().map(|i| counter::NAMES[*i]).collect::<Vec<_>>(),
+        verdicts
+            .iter()
+            .map(|i| counter::NAMES[*i])
+            .collect::<Vec<_>>(),
         vec![counter::NAMES[case.counter as usize]],
         "{}: verdict counters{replay}",
         case.what
     );
-    assert!(moved.contains(&(counter::RX as usize, 1)), "{}: rx counter", case.what);
+    assert!(
+        moved.contains(&(counter::RX as usize, 1)),
+        "{}: rx counter",
+        case.what
+    );
 }
 
 #[test]
@@ -307,7 +394,14 @@ fn fixtures() {
         let id = fx.expected_backend(key, AMQP, PROTO_TCP);
         assert_ne!(id, NO_BACKEND);
         let bmac = BACKENDS[id as usize].1;
-        let data = tcp_frame(None, VIP, 40001, AMQP, TCP_ACK | TCP_PSH, b"AMQP\x00\x00\x09\x01");
+        let data = tcp_frame(
+            None,
+            VIP,
+            40001,
+            AMQP,
+            TCP_ACK | TCP_PSH,
+            b"AMQP\x00\x00\x09\x01",
+        );
         let tagged_syn = tcp_frame(Some(7), VIP, 40002, AMQP, TCP_SYN, &[]);
         let tagged_id = fx.expected_backend(flow(CLIENT, 40002, AMQP, PROTO_TCP), AMQP, PROTO_TCP);
         let udp_req = udp_frame(DNS_UDP, b"hello");
@@ -326,42 +420,192 @@ fn fixtures() {
             CLIENT_MAC,
             None,
             ETH_P_IPV4,
-            &Ipv4 { ttl: 61, ..Ipv4::new(CLIENT, VIP, 1) }.packet(&icmp_echo(8, 0x77, 3, b"ping-payload")),
+            &Ipv4 {
+                ttl: 61,
+                ..Ipv4::new(CLIENT, VIP, 1)
+            }
+            .packet(&icmp_echo(8, 0x77, 3, b"ping-payload")),
         );
         let icmp_reply = ethernet(
             CLIENT_MAC,
             LB_MAC,
             None,
             ETH_P_IPV4,
-            &Ipv4 { ttl: 64, ..Ipv4::new(VIP, CLIENT, 1) }.packet(&icmp_echo(0, 0x77, 3, b"ping-payload")),
+            &Ipv4 {
+                ttl: 64,
+                ..Ipv4::new(VIP, CLIENT, 1)
+            }
+            .packet(&icmp_echo(0, 0x77, 3, b"ping-payload")),
         );
         let mut hlen8 = arp_request(None, VIP);
         hlen8[18] = 8;
         let mut plen6 = arp_request(None, VIP);
         plen6[19] = 6;
         let cases = vec![
-            Case { what: "ARP request for an active VIP: exact reply", frame: arp_request(None, VIP), out: Out::Bytes(XDP_TX, arp_reply_bytes(None)), counter: counter::ARP_REPLY },
-            Case { what: "tagged ARP request: reply keeps the tag", frame: arp_request(Some(42), VIP), out: Out::Bytes(XDP_TX, arp_reply_bytes(Some(42))), counter: counter::ARP_REPLY },
-            Case { what: "ARP request for an inactive VIP", frame: arp_request(None, VIP_INACTIVE), out: Out::Same(XDP_PASS), counter: counter::PASS_INACTIVE },
-            Case { what: "ARP request for another address", frame: arp_request(None, OTHER), out: Out::Same(XDP_PASS), counter: counter::PASS_OTHER },
-            Case { what: "ARP reply (not a request) for the VIP", frame: ethernet(LB_MAC, CLIENT_MAC, None, ETH_P_ARP, &arp(2, CLIENT_MAC, CLIENT, LB_MAC, VIP)), out: Out::Same(XDP_PASS), counter: counter::PASS_OTHER },
-            Case { what: "gratuitous ARP for the VIP from another node", frame: ethernet(BROADCAST, CLIENT_MAC, None, ETH_P_ARP, &arp(1, CLIENT_MAC, VIP, [0; 6], VIP)), out: Out::Same(XDP_PASS), counter: counter::PASS_OTHER },
-            Case { what: "ARP with hln 8", frame: hlen8, out: Out::Same(XDP_PASS), counter: counter::PASS_MALFORMED },
-            Case { what: "ARP with pln 6", frame: plen6, out: Out::Same(XDP_PASS), counter: counter::PASS_MALFORMED },
-            Case { what: "TCP SYN to a service: backend MAC, XDP_TX", frame: syn.clone(), out: Out::Bytes(XDP_TX, with_backend_macs(&syn, bmac, LB_MAC)), counter: counter::FWD_TX },
-            Case { what: "TCP data on the same flow: same backend", frame: data.clone(), out: Out::Bytes(XDP_TX, with_backend_macs(&data, bmac, LB_MAC)), counter: counter::FWD_TX },
-            Case { what: "tagged TCP SYN: forwarded, tag kept", frame: tagged_syn.clone(), out: Out::Bytes(XDP_TX, with_backend_macs(&tagged_syn, BACKENDS[tagged_id as usize].1, LB_MAC)), counter: counter::FWD_TX },
-            Case { what: "UDP to a UDP service", frame: udp_req.clone(), out: Out::Bytes(XDP_TX, with_backend_macs(&udp_req, BACKENDS[udp_id as usize].1, LB_MAC)), counter: counter::FWD_TX },
-            Case { what: "TCP to the VIP on a port with no service", frame: tcp_frame(None, VIP, 40005, 22, TCP_SYN, &[]), out: Out::Same(XDP_PASS), counter: counter::PASS_OTHER },
-            Case { what: "UDP to the VIP on the TCP service's port", frame: udp_frame(AMQP, b"x"), out: Out::Same(XDP_PASS), counter: counter::PASS_OTHER },
-            Case { what: "TCP to an inactive VIP", frame: tcp_frame(None, VIP_INACTIVE, 40006, AMQP, TCP_SYN, &[]), out: Out::Same(XDP_PASS), counter: counter::PASS_INACTIVE },
-            Case { what: "TCP to another address", frame: tcp_frame(None, OTHER, 40007, AMQP, TCP_SYN, &[]), out: Out::Same(XDP_PASS), counter: counter::PASS_OTHER },
-            Case { what: "local backend: to the stack", frame: local.clone(), out: Out::Same(XDP_PASS), counter: counter::PASS_LOCAL },
-            Case { what: "backend behind another link: XDP_REDIRECT", frame: remote.clone(), out: Out::Bytes(XDP_REDIRECT, with_backend_macs(&remote, [0x02, 0x98, 0, 0, 0, 0x0b], [0x02, 0x98, 0, 0, 0, 0x02])), counter: counter::FWD_REDIRECT },
-            Case { what: "service with no backend: drop", frame: tcp_frame(None, VIP, 40008, EMPTY, TCP_SYN, &[]), out: Out::Same(XDP_DROP), counter: counter::DROP_NO_BACKEND },
-            Case { what: "ICMP echo request to the VIP: exact reply", frame: icmp, out: Out::Bytes(XDP_TX, icmp_reply), counter: counter::ICMP_ECHO_REPLY },
-            Case { what: "VRRP advert (protocol 112, multicast)", frame: ethernet([1, 0, 0x5e, 0, 0, 0x12], CLIENT_MAC, None, ETH_P_IPV4, &Ipv4::new(CLIENT, Ipv4Addr::new(224, 0, 0, 18), 112).packet(&[0x31, 51, 100, 1, 0, 100, 0, 0, 10, 99, 0, 100])), out: Out::Same(XDP_PASS), counter: counter::PASS_OTHER },
-            Case { what: "IPv6 ethertype", frame: ethernet(LB_MAC, CLIENT_MAC, None, 0x86dd, &[0x60; 40]), out: Out::Same(XDP_PASS), counter: counter::PASS_OTHER },
+            Case {
+                what: "ARP request for an active VIP: exact reply",
+                frame: arp_request(None, VIP),
+                out: Out::Bytes(XDP_TX, arp_reply_bytes(None)),
+                counter: counter::ARP_REPLY,
+            },
+            Case {
+                what: "tagged ARP request: reply keeps the tag",
+                frame: arp_request(Some(42), VIP),
+                out: Out::Bytes(XDP_TX, arp_reply_bytes(Some(42))),
+                counter: counter::ARP_REPLY,
+            },
+            Case {
+                what: "ARP request for an inactive VIP",
+                frame: arp_request(None, VIP_INACTIVE),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_INACTIVE,
+            },
+            Case {
+                what: "ARP request for another address",
+                frame: arp_request(None, OTHER),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_OTHER,
+            },
+            Case {
+                what: "ARP reply (not a request) for the VIP",
+                frame: ethernet(
+                    LB_MAC,
+                    CLIENT_MAC,
+                    None,
+                    ETH_P_ARP,
+                    &arp(2, CLIENT_MAC, CLIENT, LB_MAC, VIP),
+                ),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_OTHER,
+            },
+            Case {
+                what: "gratuitous ARP for the VIP from another node",
+                frame: ethernet(
+                    BROADCAST,
+                    CLIENT_MAC,
+                    None,
+                    ETH_P_ARP,
+                    &arp(1, CLIENT_MAC, VIP, [0; 6], VIP),
+                ),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_OTHER,
+            },
+            Case {
+                what: "ARP with hln 8",
+                frame: hlen8,
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_MALFORMED,
+            },
+            Case {
+                what: "ARP with pln 6",
+                frame: plen6,
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_MALFORMED,
+            },
+            Case {
+                what: "TCP SYN to a service: backend MAC, XDP_TX",
+                frame: syn.clone(),
+                out: Out::Bytes(XDP_TX, with_backend_macs(&syn, bmac, LB_MAC)),
+                counter: counter::FWD_TX,
+            },
+            Case {
+                what: "TCP data on the same flow: same backend",
+                frame: data.clone(),
+                out: Out::Bytes(XDP_TX, with_backend_macs(&data, bmac, LB_MAC)),
+                counter: counter::FWD_TX,
+            },
+            Case {
+                what: "tagged TCP SYN: forwarded, tag kept",
+                frame: tagged_syn.clone(),
+                out: Out::Bytes(
+                    XDP_TX,
+                    with_backend_macs(&tagged_syn, BACKENDS[tagged_id as usize].1, LB_MAC),
+                ),
+                counter: counter::FWD_TX,
+            },
+            Case {
+                what: "UDP to a UDP service",
+                frame: udp_req.clone(),
+                out: Out::Bytes(
+                    XDP_TX,
+                    with_backend_macs(&udp_req, BACKENDS[udp_id as usize].1, LB_MAC),
+                ),
+                counter: counter::FWD_TX,
+            },
+            Case {
+                what: "TCP to the VIP on a port with no service",
+                frame: tcp_frame(None, VIP, 40005, 22, TCP_SYN, &[]),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_OTHER,
+            },
+            Case {
+                what: "UDP to the VIP on the TCP service's port",
+                frame: udp_frame(AMQP, b"x"),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_OTHER,
+            },
+            Case {
+                what: "TCP to an inactive VIP",
+                frame: tcp_frame(None, VIP_INACTIVE, 40006, AMQP, TCP_SYN, &[]),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_INACTIVE,
+            },
+            Case {
+                what: "TCP to another address",
+                frame: tcp_frame(None, OTHER, 40007, AMQP, TCP_SYN, &[]),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_OTHER,
+            },
+            Case {
+                what: "local backend: to the stack",
+                frame: local.clone(),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_LOCAL,
+            },
+            Case {
+                what: "backend behind another link: XDP_REDIRECT",
+                frame: remote.clone(),
+                out: Out::Bytes(
+                    XDP_REDIRECT,
+                    with_backend_macs(
+                        &remote,
+                        [0x02, 0x98, 0, 0, 0, 0x0b],
+                        [0x02, 0x98, 0, 0, 0, 0x02],
+                    ),
+                ),
+                counter: counter::FWD_REDIRECT,
+            },
+            Case {
+                what: "service with no backend: drop",
+                frame: tcp_frame(None, VIP, 40008, EMPTY, TCP_SYN, &[]),
+                out: Out::Same(XDP_DROP),
+                counter: counter::DROP_NO_BACKEND,
+            },
+            Case {
+                what: "ICMP echo request to the VIP: exact reply",
+                frame: icmp,
+                out: Out::Bytes(XDP_TX, icmp_reply),
+                counter: counter::ICMP_ECHO_REPLY,
+            },
+            Case {
+                what: "VRRP advert (protocol 112, multicast)",
+                frame: ethernet(
+                    [1, 0, 0x5e, 0, 0, 0x12],
+                    CLIENT_MAC,
+                    None,
+                    ETH_P_IPV4,
+                    &Ipv4::new(CLIENT, Ipv4Addr::new(224, 0, 0, 18), 112)
+                        .packet(&[0x31, 51, 100, 1, 0, 100, 0, 0, 10, 99, 0, 100]),
+                ),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_OTHER,
+            },
+            Case {
+                what: "IPv6 ethertype",
+                frame: ethernet(LB_MAC, CLIENT_MAC, None, 0x86dd, &[0x60; 40]),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_OTHER,
+            },
         ];
         for case in &cases {
             check(&mut fx, case);
@@ -369,11 +613,18 @@ fn fixtures() {
         // The flow made by the SYN is in the flow table, pointing at its backend.
         let (verdict, _, moved) = fx.run(&data);
         assert_eq!(verdict, XDP_TX);
-        assert!(moved.contains(&(counter::FLOW_HIT as usize, 1)), "data packet hit the flow table: {moved:?}");
+        assert!(
+            moved.contains(&(counter::FLOW_HIT as usize, 1)),
+            "data packet hit the flow table: {moved:?}"
+        );
         // A SYN (a reused client port) is placed by the table, not by a stale flow.
         let (verdict, _, moved) = fx.run(&syn);
         assert_eq!(verdict, XDP_TX);
-        assert!(moved.contains(&(counter::FLOW_NEW as usize, 1)) && !moved.iter().any(|(i, _)| *i == counter::FLOW_HIT as usize), "a SYN skips the flow table: {moved:?}");
+        assert!(
+            moved.contains(&(counter::FLOW_NEW as usize, 1))
+                && !moved.iter().any(|(i, _)| *i == counter::FLOW_HIT as usize),
+            "a SYN skips the flow table: {moved:?}"
+        );
         let stats = fx.dp.backend_stats(id).unwrap();
         assert!(stats.packets >= 3, "backend {id} counted {stats:?}");
     });
@@ -391,29 +642,130 @@ fn malformed_ipv4_and_l4() {
         let mut fx = Fixture::new();
         let seg = tcp(CLIENT, VIP, 41000, AMQP, TCP_SYN, &[]);
         let base = Ipv4::new(CLIENT, VIP, 6);
-        let frame = |ipv4: &Ipv4, seg: &[u8]| ethernet(LB_MAC, CLIENT_MAC, None, ETH_P_IPV4, &ipv4.packet(seg));
+        let frame = |ipv4: &Ipv4, seg: &[u8]| {
+            ethernet(LB_MAC, CLIENT_MAC, None, ETH_P_IPV4, &ipv4.packet(seg))
+        };
         let patched = |f: &dyn Fn(&mut Vec<u8>)| {
             let mut v = frame(&base, &seg);
             f(&mut v);
             v
         };
-        let with_options = frame(&Ipv4 { options: vec![1, 1, 1, 0], ..base.clone() }, &seg);
+        let with_options = frame(
+            &Ipv4 {
+                options: vec![1, 1, 1, 0],
+                ..base.clone()
+            },
+            &seg,
+        );
         let id = fx.expected_backend(flow(CLIENT, 41000, AMQP, PROTO_TCP), AMQP, PROTO_TCP);
         let cases = vec![
-            Case { what: "IHL 6 (a 4-byte option): forwarded", frame: with_options.clone(), out: Out::Bytes(XDP_TX, with_backend_macs(&with_options, BACKENDS[id as usize].1, LB_MAC)), counter: counter::FWD_TX },
-            Case { what: "IHL 4", frame: patched(&|v| v[14] = 0x44), out: Out::Same(XDP_DROP), counter: counter::DROP_MALFORMED },
-            Case { what: "IHL 0", frame: patched(&|v| v[14] = 0x40), out: Out::Same(XDP_DROP), counter: counter::DROP_MALFORMED },
-            Case { what: "IHL 15 beyond the packet", frame: patched(&|v| v[14] = 0x4f), out: Out::Same(XDP_DROP), counter: counter::DROP_MALFORMED },
-            Case { what: "version 6 in an IPv4 frame", frame: patched(&|v| v[14] = 0x65), out: Out::Same(XDP_DROP), counter: counter::DROP_MALFORMED },
-            Case { what: "tot_len larger than the frame", frame: patched(&|v| v[16..18].copy_from_slice(&1500u16.to_be_bytes())), out: Out::Same(XDP_DROP), counter: counter::DROP_MALFORMED },
-            Case { what: "tot_len smaller than the header", frame: patched(&|v| v[16..18].copy_from_slice(&19u16.to_be_bytes())), out: Out::Same(XDP_DROP), counter: counter::DROP_MALFORMED },
-            Case { what: "first fragment (MF)", frame: frame(&Ipv4 { frag: 0x2000, ..base.clone() }, &seg), out: Out::Same(XDP_PASS), counter: counter::PASS_FRAGMENT },
-            Case { what: "later fragment (offset 185)", frame: frame(&Ipv4 { frag: 185, ..base.clone() }, &seg), out: Out::Same(XDP_PASS), counter: counter::PASS_FRAGMENT },
-            Case { what: "TCP data offset 4", frame: patched(&|v| v[34 + 12] = 4 << 4), out: Out::Same(XDP_DROP), counter: counter::DROP_MALFORMED },
-            Case { what: "TCP data offset 0", frame: patched(&|v| v[34 + 12] = 0), out: Out::Same(XDP_DROP), counter: counter::DROP_MALFORMED },
-            Case { what: "TCP data offset past the segment", frame: patched(&|v| v[34 + 12] = 15 << 4), out: Out::Same(XDP_DROP), counter: counter::DROP_MALFORMED },
-            Case { what: "UDP length 7", frame: { let mut v = udp_frame(DNS_UDP, b"abc"); v[38..40].copy_from_slice(&7u16.to_be_bytes()); v }, out: Out::Same(XDP_DROP), counter: counter::DROP_MALFORMED },
-            Case { what: "UDP length past the datagram", frame: { let mut v = udp_frame(DNS_UDP, b"abc"); v[38..40].copy_from_slice(&200u16.to_be_bytes()); v }, out: Out::Same(XDP_DROP), counter: counter::DROP_MALFORMED },
+            Case {
+                what: "IHL 6 (a 4-byte option): forwarded",
+                frame: with_options.clone(),
+                out: Out::Bytes(
+                    XDP_TX,
+                    with_backend_macs(&with_options, BACKENDS[id as usize].1, LB_MAC),
+                ),
+                counter: counter::FWD_TX,
+            },
+            Case {
+                what: "IHL 4",
+                frame: patched(&|v| v[14] = 0x44),
+                out: Out::Same(XDP_DROP),
+                counter: counter::DROP_MALFORMED,
+            },
+            Case {
+                what: "IHL 0",
+                frame: patched(&|v| v[14] = 0x40),
+                out: Out::Same(XDP_DROP),
+                counter: counter::DROP_MALFORMED,
+            },
+            Case {
+                what: "IHL 15 beyond the packet",
+                frame: patched(&|v| v[14] = 0x4f),
+                out: Out::Same(XDP_DROP),
+                counter: counter::DROP_MALFORMED,
+            },
+            Case {
+                what: "version 6 in an IPv4 frame",
+                frame: patched(&|v| v[14] = 0x65),
+                out: Out::Same(XDP_DROP),
+                counter: counter::DROP_MALFORMED,
+            },
+            Case {
+                what: "tot_len larger than the frame",
+                frame: patched(&|v| v[16..18].copy_from_slice(&1500u16.to_be_bytes())),
+                out: Out::Same(XDP_DROP),
+                counter: counter::DROP_MALFORMED,
+            },
+            Case {
+                what: "tot_len smaller than the header",
+                frame: patched(&|v| v[16..18].copy_from_slice(&19u16.to_be_bytes())),
+                out: Out::Same(XDP_DROP),
+                counter: counter::DROP_MALFORMED,
+            },
+            Case {
+                what: "first fragment (MF)",
+                frame: frame(
+                    &Ipv4 {
+                        frag: 0x2000,
+                        ..base.clone()
+                    },
+                    &seg,
+                ),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_FRAGMENT,
+            },
+            Case {
+                what: "later fragment (offset 185)",
+                frame: frame(
+                    &Ipv4 {
+                        frag: 185,
+                        ..base.clone()
+                    },
+                    &seg,
+                ),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_FRAGMENT,
+            },
+            Case {
+                what: "TCP data offset 4",
+                frame: patched(&|v| v[34 + 12] = 4 << 4),
+                out: Out::Same(XDP_DROP),
+                counter: counter::DROP_MALFORMED,
+            },
+            Case {
+                what: "TCP data offset 0",
+                frame: patched(&|v| v[34 + 12] = 0),
+                out: Out::Same(XDP_DROP),
+                counter: counter::DROP_MALFORMED,
+            },
+            Case {
+                what: "TCP data offset past the segment",
+                frame: patched(&|v| v[34 + 12] = 15 << 4),
+                out: Out::Same(XDP_DROP),
+                counter: counter::DROP_MALFORMED,
+            },
+            Case {
+                what: "UDP length 7",
+                frame: {
+                    let mut v = udp_frame(DNS_UDP, b"abc");
+                    v[38..40].copy_from_slice(&7u16.to_be_bytes());
+                    v
+                },
+                out: Out::Same(XDP_DROP),
+                counter: counter::DROP_MALFORMED,
+            },
+            Case {
+                what: "UDP length past the datagram",
+                frame: {
+                    let mut v = udp_frame(DNS_UDP, b"abc");
+                    v[38..40].copy_from_slice(&200u16.to_be_bytes());
+                    v
+                },
+                out: Out::Same(XDP_DROP),
+                counter: counter::DROP_MALFORMED,
+            },
         ];
         for case in &cases {
             check(&mut fx, case);
@@ -436,13 +788,29 @@ fn every_truncation() {
     }
     in_private_netns(|| {
         let mut fx = Fixture::new();
-        let icmp = ethernet(LB_MAC, CLIENT_MAC, None, ETH_P_IPV4, &Ipv4::new(CLIENT, VIP, 1).packet(&icmp_echo(8, 1, 1, b"abcdefgh")));
+        let icmp = ethernet(
+            LB_MAC,
+            CLIENT_MAC,
+            None,
+            ETH_P_IPV4,
+            &Ipv4::new(CLIENT, VIP, 1).packet(&icmp_echo(8, 1, 1, b"abcdefgh")),
+        );
         // (name, frame, l3 offset, kind)
         let frames: Vec<(&str, Vec<u8>, usize, &str)> = vec![
             ("ARP", arp_request(None, VIP), 14, "arp"),
             ("tagged ARP", arp_request(Some(5), VIP), 18, "arp"),
-            ("TCP", tcp_frame(None, VIP, 42000, AMQP, TCP_ACK, b"payload!"), 14, "ip"),
-            ("tagged TCP", tcp_frame(Some(5), VIP, 42001, AMQP, TCP_ACK, b"payload!"), 18, "ip"),
+            (
+                "TCP",
+                tcp_frame(None, VIP, 42000, AMQP, TCP_ACK, b"payload!"),
+                14,
+                "ip",
+            ),
+            (
+                "tagged TCP",
+                tcp_frame(Some(5), VIP, 42001, AMQP, TCP_ACK, b"payload!"),
+                18,
+                "ip",
+            ),
             ("UDP", udp_frame(DNS_UDP, b"query"), 14, "ip"),
             ("ICMP", icmp, 14, "ip"),
         ];
@@ -452,7 +820,10 @@ fn every_truncation() {
             for len in 14..full.len() {
                 let cut = &full[..len];
                 let (verdict, out, moved) = fx.run(cut);
-                let want = if len < *l3 || (*kind == "arp" && len < l3 + 28) || (*kind == "ip" && len < l3 + 20) {
+                let want = if len < *l3
+                    || (*kind == "arp" && len < l3 + 28)
+                    || (*kind == "ip" && len < l3 + 20)
+                {
                     (XDP_PASS, counter::PASS_MALFORMED)
                 } else {
                     // The IPv4 header is whole, but tot_len runs past the frame.
@@ -461,8 +832,15 @@ fn every_truncation() {
                 let ctx = format!("{name} cut to {len} of {} bytes: {}", full.len(), hex(cut));
                 assert_eq!(verdict_name(verdict), verdict_name(want.0), "{ctx}");
                 assert_eq!(out, cut, "{ctx}: frame must be unchanged");
-                let verdicts: Vec<_> = moved.iter().filter(|(i, _)| counter::VERDICTS.contains(&u32::try_from(*i).unwrap())).collect();
-                assert_eq!(verdicts, vec![&(want.1 as usize, 1)], "{ctx}: counters {moved:?}");
+                let verdicts: Vec<_> = moved
+                    .iter()
+                    .filter(|(i, _)| counter::VERDICTS.contains(&u32::try_from(*i).unwrap()))
+                    .collect();
+                assert_eq!(
+                    verdicts,
+                    vec![&(want.1 as usize, 1)],
+                    "{ctx}: counters {moved:?}"
+                );
                 runs += 1;
             }
         }
@@ -483,14 +861,46 @@ fn stale_heartbeat_passes() {
         let dead_after = std::time::Duration::from_millis(30);
         let stale = vip_agent::dataplane::monotonic_ns() - 31_000_000;
         fx.dp.stamp_at(stale, dead_after).unwrap();
-        check(&mut fx, &Case { what: "ARP with a stale heartbeat", frame: arp_request(None, VIP), out: Out::Same(XDP_PASS), counter: counter::PASS_STALE });
-        check(&mut fx, &Case { what: "TCP with a stale heartbeat", frame: tcp_frame(None, VIP, 43000, AMQP, TCP_SYN, &[]), out: Out::Same(XDP_PASS), counter: counter::PASS_STALE });
+        check(
+            &mut fx,
+            &Case {
+                what: "ARP with a stale heartbeat",
+                frame: arp_request(None, VIP),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_STALE,
+            },
+        );
+        check(
+            &mut fx,
+            &Case {
+                what: "TCP with a stale heartbeat",
+                frame: tcp_frame(None, VIP, 43000, AMQP, TCP_SYN, &[]),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_STALE,
+            },
+        );
         // Never stamped (all zero) is stale too.
         fx.dp.stamp_at(0, dead_after).unwrap();
-        check(&mut fx, &Case { what: "ARP, never stamped", frame: arp_request(None, VIP), out: Out::Same(XDP_PASS), counter: counter::PASS_STALE });
+        check(
+            &mut fx,
+            &Case {
+                what: "ARP, never stamped",
+                frame: arp_request(None, VIP),
+                out: Out::Same(XDP_PASS),
+                counter: counter::PASS_STALE,
+            },
+        );
         // A fresh stamp brings it back.
         fx.dp.stamp(dead_after).unwrap();
-        check(&mut fx, &Case { what: "ARP after a fresh stamp", frame: arp_request(None, VIP), out: Out::Bytes(XDP_TX, arp_reply_bytes(None)), counter: counter::ARP_REPLY });
+        check(
+            &mut fx,
+            &Case {
+                what: "ARP after a fresh stamp",
+                frame: arp_request(None, VIP),
+                out: Out::Bytes(XDP_TX, arp_reply_bytes(None)),
+                counter: counter::ARP_REPLY,
+            },
+        );
     });
 }
 
@@ -512,41 +922,50 @@ fn random_corpus() {
             tcp_frame(None, VIP, 44000, AMQP, TCP_SYN, &[]),
             tcp_frame(Some(3), VIP, 44001, AMQP, TCP_ACK, b"data"),
             udp_frame(DNS_UDP, b"q"),
-            ethernet(LB_MAC, CLIENT_MAC, None, ETH_P_IPV4, &Ipv4::new(CLIENT, VIP, 1).packet(&icmp_echo(8, 1, 1, b"x"))),
+            ethernet(
+                LB_MAC,
+                CLIENT_MAC,
+                None,
+                ETH_P_IPV4,
+                &Ipv4::new(CLIENT, VIP, 1).packet(&icmp_echo(8, 1, 1, b"x")),
+            ),
         ];
         let mut rng = Rng::new(0x5eed_0001);
         let n = 12_000u64;
         let mut verdicts = [0u64; 5];
         for i in 0..n {
-            let frame = match rng.below(3) {
-                0 => {
-                    let len = 14 + usize::try_from(rng.below(100)).unwrap();
-                    let mut f: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
-                    // Steer a third of them into the interesting ethertypes.
-                    if rng.below(3) == 0 {
-                        let et: [u8; 2] = [[0x08, 0x00], [0x08, 0x06], [0x81, 0x00]][usize::try_from(rng.below(3)).unwrap()];
-                        f[12..14].copy_from_slice(&et);
-                    }
-                    f
+            let frame = if rng.below(3) == 0 {
+                let len = 14 + usize::try_from(rng.below(100)).unwrap();
+                let mut f: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
+                // Steer a third of them into the interesting ethertypes.
+                if rng.below(3) == 0 {
+                    let et: [u8; 2] = [[0x08, 0x00], [0x08, 0x06], [0x81, 0x00]]
+                        [usize::try_from(rng.below(3)).unwrap()];
+                    f[12..14].copy_from_slice(&et);
                 }
-                _ => {
-                    let mut f = seeds[usize::try_from(rng.below(seeds.len() as u64)).unwrap()].clone();
-                    for _ in 0..=rng.below(4) {
-                        let at = usize::try_from(rng.below(f.len() as u64)).unwrap();
-                        f[at] = rng.byte();
-                    }
-                    if rng.below(2) == 0 {
-                        let keep = 14 + usize::try_from(rng.below((f.len() - 13) as u64)).unwrap();
-                        f.truncate(keep);
-                    }
-                    f
+                f
+            } else {
+                let mut f = seeds[usize::try_from(rng.below(seeds.len() as u64)).unwrap()].clone();
+                for _ in 0..=rng.below(4) {
+                    let at = usize::try_from(rng.below(f.len() as u64)).unwrap();
+                    f[at] = rng.byte();
                 }
+                if rng.below(2) == 0 {
+                    let keep = 14 + usize::try_from(rng.below((f.len() - 13) as u64)).unwrap();
+                    f.truncate(keep);
+                }
+                f
             };
             let mut out = vec![0u8; frame.len() + 512];
             let r = fx
                 .dp
                 .program()
-                .test_run(TestRunOptions { data_in: Some(&frame), data_out: Some(&mut out), repeat: 1, ..Default::default() })
+                .test_run(TestRunOptions {
+                    data_in: Some(&frame),
+                    data_out: Some(&mut out),
+                    repeat: 1,
+                    ..Default::default()
+                })
                 .unwrap_or_else(|e| panic!("frame {i} failed: {e}: {}", hex(&frame)));
             assert!(
                 matches!(r.return_value, XDP_DROP | XDP_PASS | XDP_TX | XDP_REDIRECT),
@@ -554,18 +973,35 @@ fn random_corpus() {
                 r.return_value,
                 hex(&frame)
             );
-            assert_eq!(r.data_size_out as usize, frame.len(), "frame {i}: size changed");
+            assert_eq!(
+                r.data_size_out as usize,
+                frame.len(),
+                "frame {i}: size changed"
+            );
             verdicts[r.return_value as usize] += 1;
         }
         let c = fx.dp.counters().unwrap();
         let sum: u64 = counter::VERDICTS.map(|i| c[i as usize]).sum();
         assert_eq!(c[counter::RX as usize], n, "rx counts every frame");
         assert_eq!(sum, n, "verdict counters add up to rx: {c:?}");
-        let tx = c[counter::ARP_REPLY as usize] + c[counter::ICMP_ECHO_REPLY as usize] + c[counter::FWD_TX as usize];
-        assert_eq!(tx, verdicts[XDP_TX as usize], "XDP_TX verdicts match their counters");
-        let drops = c[counter::DROP_MALFORMED as usize] + c[counter::DROP_NO_BACKEND as usize] + c[counter::DROP_REDIRECT as usize];
-        assert_eq!(drops, verdicts[XDP_DROP as usize], "XDP_DROP verdicts match their counters");
+        let tx = c[counter::ARP_REPLY as usize]
+            + c[counter::ICMP_ECHO_REPLY as usize]
+            + c[counter::FWD_TX as usize];
+        assert_eq!(
+            tx, verdicts[XDP_TX as usize],
+            "XDP_TX verdicts match their counters"
+        );
+        let drops = c[counter::DROP_MALFORMED as usize]
+            + c[counter::DROP_NO_BACKEND as usize]
+            + c[counter::DROP_REDIRECT as usize];
+        assert_eq!(
+            drops, verdicts[XDP_DROP as usize],
+            "XDP_DROP verdicts match their counters"
+        );
         eprintln!("corpus verdicts (aborted, drop, pass, tx, redirect): {verdicts:?}");
-        assert!(verdicts[XDP_TX as usize] > 100 && verdicts[XDP_DROP as usize] > 100, "the corpus reaches the deep paths");
+        assert!(
+            verdicts[XDP_TX as usize] > 100 && verdicts[XDP_DROP as usize] > 100,
+            "the corpus reaches the deep paths"
+        );
     });
 }

@@ -60,14 +60,19 @@ impl Ids {
         let mut ids = Self::default();
         for (key, svc) in dp.services()?.into_values() {
             ids.services.insert(
-                (Ipv4Addr::from(key.vip.to_ne_bytes()), u16::from_be(key.port), key.proto),
+                (
+                    Ipv4Addr::from(key.vip.to_ne_bytes()),
+                    u16::from_be(key.port),
+                    key.proto,
+                ),
                 svc.id,
             );
         }
         for (i, b) in dp.backends()?.iter().enumerate() {
             if b.flags & BACKEND_ENABLED != 0 {
                 let id = u32::try_from(i).expect("MAX_BACKENDS fits u32");
-                ids.backends.insert((b.service, Ipv4Addr::from(b.addr.to_ne_bytes())), id);
+                ids.backends
+                    .insert((b.service, Ipv4Addr::from(b.addr.to_ne_bytes())), id);
             }
         }
         Ok(ids)
@@ -85,8 +90,12 @@ impl Ids {
         self.services.retain(|k, _| wanted.contains(k));
         for ident in &wanted {
             if !self.services.contains_key(ident) {
-                let id = Self::lowest_free(self.services.values().copied(), MAX_SERVICES)
-                    .ok_or(AgentError::Capacity { what: "services", max: MAX_SERVICES })?;
+                let id = Self::lowest_free(self.services.values().copied(), MAX_SERVICES).ok_or(
+                    AgentError::Capacity {
+                        what: "services",
+                        max: MAX_SERVICES,
+                    },
+                )?;
                 self.services.insert(*ident, id);
             }
         }
@@ -100,8 +109,12 @@ impl Ids {
         self.backends.retain(|k, _| wanted_backends.contains(k));
         for key in wanted_backends {
             if !self.backends.contains_key(&key) {
-                let id = Self::lowest_free(self.backends.values().copied(), MAX_BACKENDS)
-                    .ok_or(AgentError::Capacity { what: "backends", max: MAX_BACKENDS })?;
+                let id = Self::lowest_free(self.backends.values().copied(), MAX_BACKENDS).ok_or(
+                    AgentError::Capacity {
+                        what: "backends",
+                        max: MAX_BACKENDS,
+                    },
+                )?;
                 self.backends.insert(key, id);
             }
         }
@@ -185,7 +198,11 @@ impl ServicePlan {
             .iter()
             .zip(&identities)
             .filter(|(b, _)| b.resolved.is_some())
-            .map(|(b, ident)| maglev::Entry { identity: ident, weight: b.weight, id: b.id })
+            .map(|(b, ident)| maglev::Entry {
+                identity: ident,
+                weight: b.weight,
+                id: b.id,
+            })
             .collect();
         maglev::build(&entries, LOOKUP_SIZE, NO_BACKEND)
     }
@@ -231,15 +248,29 @@ pub fn plan(
     let mut services = Vec::new();
     for svc in &config.services {
         // A node without [[vrrp]] owns its VIPs statically.
-        vips.insert(svc.vip, VipState { mac: iface.mac, active: 1, _pad: 0 });
+        vips.insert(
+            svc.vip,
+            VipState {
+                mac: iface.mac,
+                active: 1,
+                _pad: 0,
+            },
+        );
         let id = ids.service(&service_ident(svc)).expect("ids assigned");
         let backends = svc
             .backends
             .iter()
             .map(|b| {
-                let local = all.iter().any(|i| i.addrs.iter().any(|(a, _)| *a == b.address));
+                let local = all
+                    .iter()
+                    .any(|i| i.addrs.iter().any(|(a, _)| *a == b.address));
                 let resolved = if local {
-                    Some(Resolved { ifindex: iface.index, mac: iface.mac, src_mac: iface.mac, local: true })
+                    Some(Resolved {
+                        ifindex: iface.index,
+                        mac: iface.mac,
+                        src_mac: iface.mac,
+                        local: true,
+                    })
                 } else {
                     macs.get(&b.address).copied()
                 };
@@ -251,7 +282,13 @@ pub fn plan(
                 }
             })
             .collect();
-        services.push(ServicePlan { id, vip: svc.vip, port: svc.port, proto: proto_num(svc.protocol), backends });
+        services.push(ServicePlan {
+            id,
+            vip: svc.vip,
+            port: svc.port,
+            proto: proto_num(svc.protocol),
+            backends,
+        });
     }
     Plan { vips, services }
 }
@@ -287,27 +324,36 @@ pub fn apply(dp: &mut Dataplane, old: Option<&Plan>, plan: &Plan) -> Result<(), 
     for (vip, state) in &plan.vips {
         dp.set_vip(*vip, *state)?;
     }
-    if let Some(old) = old {
-        for svc in &old.services {
-            if !plan.services.iter().any(|s| s.key() == svc.key()) {
-                dp.remove_service(&svc.key())?;
-            }
-            for b in &svc.backends {
-                let still = plan
-                    .services
-                    .iter()
-                    .flat_map(|s| &s.backends)
-                    .any(|n| n.id == b.id && n.resolved.is_some());
-                if !still {
-                    // Flags 0: the program no longer follows flows to it.
-                    dp.set_backend(b.id, &Backend::default())?;
-                }
-            }
+    prune(dp, plan)?;
+    Ok(())
+}
+
+/// Removes from the maps whatever `plan` does not hold: services, backends
+/// (flags cleared, so the program stops following flows to them) and VIPs.
+/// Works from the maps themselves, so it also cleans up after a previous
+/// agent whose pins were adopted.
+fn prune(dp: &mut Dataplane, plan: &Plan) -> Result<(), DataplaneError> {
+    for (key, _) in dp.services()?.into_values() {
+        if !plan.services.iter().any(|s| s.key() == key) {
+            dp.remove_service(&key)?;
         }
-        for vip in old.vips.keys() {
-            if !plan.vips.contains_key(vip) {
-                dp.remove_vip(*vip)?;
-            }
+    }
+    let live: BTreeSet<u32> = plan
+        .services
+        .iter()
+        .flat_map(|s| &s.backends)
+        .filter(|b| b.resolved.is_some())
+        .map(|b| b.id)
+        .collect();
+    for (i, b) in dp.backends()?.iter().enumerate() {
+        let id = u32::try_from(i).expect("MAX_BACKENDS fits u32");
+        if b.flags != 0 && !live.contains(&id) {
+            dp.set_backend(id, &Backend::default())?;
+        }
+    }
+    for vip in dp.vips()?.into_keys() {
+        if !plan.vips.contains_key(&vip) {
+            dp.remove_vip(vip)?;
         }
     }
     Ok(())
@@ -323,35 +369,58 @@ pub async fn resolve_backends(
     all: &[Iface],
 ) -> Result<BTreeMap<Ipv4Addr, Resolved>, AgentError> {
     let mut out = BTreeMap::new();
-    let addrs: BTreeSet<Ipv4Addr> = config.services.iter().flat_map(|s| s.backends.iter().map(|b| b.address)).collect();
+    let addrs: BTreeSet<Ipv4Addr> = config
+        .services
+        .iter()
+        .flat_map(|s| s.backends.iter().map(|b| b.address))
+        .collect();
     for addr in addrs {
         if all.iter().any(|i| i.addrs.iter().any(|(a, _)| *a == addr)) {
             continue;
         }
         // The XDP interface first: a backend there is reached with XDP_TX.
-        let Some(link) = std::iter::once(iface).chain(all.iter()).find(|i| i.on_link(addr)) else {
+        let Some(link) = std::iter::once(iface)
+            .chain(all.iter())
+            .find(|i| i.on_link(addr))
+        else {
             tracing::warn!(backend = %addr, "backend is not on a directly connected subnet of this node; direct server return needs layer-2 adjacency, so it stays out of the table");
             continue;
         };
-        let mac = match net.neighbour(link.index, addr).await? {
-            Some(mac) => Some(mac),
-            None => {
-                let (index, mac, src) = (link.index, link.mac, link.source_for(addr).expect("on link"));
-                tokio::task::spawn_blocking(move || arp_resolve(index, mac, src, addr, 3, Duration::from_millis(200)))
-                    .await
-                    .map_err(|e| AgentError::Io { what: format!("ARP task failed: {e}"), path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })?
-                    .map_err(|source| AgentError::Io {
-                        what: format!("cannot send ARP for backend {addr} (needs CAP_NET_RAW)"),
-                        path: PathBuf::from(&link.name),
-                        source,
-                    })?
-            }
+        let mac = if let Some(mac) = net.neighbour(link.index, addr).await? {
+            Some(mac)
+        } else {
+            let (index, mac, src) = (
+                link.index,
+                link.mac,
+                link.source_for(addr).expect("on link"),
+            );
+            tokio::task::spawn_blocking(move || {
+                arp_resolve(index, mac, src, addr, 3, Duration::from_millis(200))
+            })
+            .await
+            .map_err(|e| AgentError::Io {
+                what: format!("ARP task failed: {e}"),
+                path: PathBuf::new(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .map_err(|source| AgentError::Io {
+                what: format!("cannot send ARP for backend {addr} (needs CAP_NET_RAW)"),
+                path: PathBuf::from(&link.name),
+                source,
+            })?
         };
-        match mac {
-            Some(mac) => {
-                out.insert(addr, Resolved { ifindex: link.index, mac, src_mac: link.mac, local: false });
-            }
-            None => tracing::warn!(backend = %addr, iface = %link.name, "backend does not answer ARP; it stays out of the table until it does"),
+        if let Some(mac) = mac {
+            out.insert(
+                addr,
+                Resolved {
+                    ifindex: link.index,
+                    mac,
+                    src_mac: link.mac,
+                    local: false,
+                },
+            );
+        } else {
+            tracing::warn!(backend = %addr, iface = %link.name, "backend does not answer ARP; it stays out of the table until it does")
         }
     }
     Ok(out)
@@ -371,7 +440,9 @@ pub fn refuse_unsupported(config: &Config, path: &Path) -> Result<(), ConfigErro
         path: path.to_owned(),
         line: Some(line),
         key: Some(key.to_owned()),
-        message: format!("{what} is not available in this version of vip yet; remove it to run a node that owns its VIPs statically"),
+        message: format!(
+            "{what} is not available in this version of vip yet; remove it to run a node that owns its VIPs statically"
+        ),
     };
     if let Some(v) = config.vrrp.first() {
         return Err(refuse(v.line, "vrrp", "VRRP"));
@@ -412,7 +483,11 @@ impl Agent {
         let pins = crate::dataplane::pin_dir(&config.node.bpffs, &config.node.name);
         let adopting = pins.join(crate::dataplane::LINK_PIN).exists();
         let mut dp = Dataplane::load(Some(&pins))?;
-        let mut ids = if adopting { Ids::from_dataplane(&dp)? } else { Ids::default() };
+        let mut ids = if adopting {
+            Ids::from_dataplane(&dp)?
+        } else {
+            Ids::default()
+        };
         ids.assign(&config)?;
         let macs = resolve_backends(&net, &config, &iface, &all).await?;
         let plan = plan(&config, &ids, &iface, &all, &macs);
@@ -428,7 +503,17 @@ impl Agent {
             mac = %fmt_mac(&iface.mac),
             "XDP attached"
         );
-        Ok(Self { config_path, config, dp, net, iface, ids, plan, macs, mode })
+        Ok(Self {
+            config_path,
+            config,
+            dp,
+            net,
+            iface,
+            ids,
+            plan,
+            macs,
+            mode,
+        })
     }
 
     /// Re-reads the config; on success applies only what changed.
@@ -448,7 +533,10 @@ impl Agent {
         self.ids = ids;
         self.macs = macs;
         self.plan = plan;
-        tracing::info!(services = self.plan.services.len(), "configuration reloaded");
+        tracing::info!(
+            services = self.plan.services.len(),
+            "configuration reloaded"
+        );
         Ok(())
     }
 
@@ -470,15 +558,26 @@ impl Agent {
     /// Then detaches XDP and removes the pins.
     pub async fn run(mut self) -> Result<(), AgentError> {
         use tokio::signal::unix::{SignalKind, signal};
-        let sig = |k| signal(k).map_err(|source| AgentError::Io { what: "cannot install a signal handler".into(), path: PathBuf::new(), source });
+        let sig = |k| {
+            signal(k).map_err(|source| AgentError::Io {
+                what: "cannot install a signal handler".into(),
+                path: PathBuf::new(),
+                source,
+            })
+        };
         let mut term = sig(SignalKind::terminate())?;
         let mut int = sig(SignalKind::interrupt())?;
         let mut hup = sig(SignalKind::hangup())?;
         let dead = dead_time(&self.config);
-        let mut beat = tokio::time::interval((dead / 4).clamp(Duration::from_millis(5), Duration::from_millis(250)));
+        let mut beat = tokio::time::interval(
+            (dead / 4).clamp(Duration::from_millis(5), Duration::from_millis(250)),
+        );
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refresh = tokio::time::interval(Duration::from_secs(30));
         refresh.tick().await;
+        if let Err(e) = crate::notify::notify("READY=1") {
+            tracing::warn!(error = %e, "cannot notify the service manager ($NOTIFY_SOCKET)");
+        }
         loop {
             tokio::select! {
                 _ = beat.tick() => self.dp.stamp(dead)?,
@@ -489,15 +588,19 @@ impl Agent {
                 }
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading {}", self.config_path.display());
+                    let _ = crate::notify::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::dataplane::monotonic_ns() / 1000));
                     if let Err(e) = self.reload().await {
                         tracing::error!(error = %crate::error_chain(&e), "reload refused; the previous configuration keeps running");
                     }
+                    // Done either way: the new configuration, or the old one still.
+                    let _ = crate::notify::notify("READY=1");
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
         }
         tracing::info!("shutting down: detaching XDP and removing pins");
+        let _ = crate::notify::notify("STOPPING=1");
         self.dp.detach_and_unpin()?;
         Ok(())
     }

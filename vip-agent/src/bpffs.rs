@@ -22,14 +22,28 @@ pub fn is_bpffs(dir: &Path) -> io::Result<bool> {
 
 /// Creates `dir` and mounts a bpffs on it unless it already is one.
 pub fn ensure_mounted(dir: &Path) -> Result<(), AgentError> {
-    let io_err = |what: &str, source| AgentError::Io { what: what.to_owned(), path: dir.to_owned(), source };
-    std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create the bpffs directory ([node] bpffs)", e))?;
+    let io_err = |what: &str, source| AgentError::Io {
+        what: what.to_owned(),
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| io_err("cannot create the bpffs directory ([node] bpffs)", e))?;
     if is_bpffs(dir).map_err(|e| io_err("cannot stat the bpffs directory", e))? {
         return Ok(());
     }
-    let c = CString::new(dir.as_os_str().as_bytes()).map_err(|e| io_err("bad path", io::Error::other(e)))?;
+    let c = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| io_err("bad path", io::Error::other(e)))?;
     // SAFETY: valid C strings; no data argument.
-    let rc = unsafe { libc::mount(c"bpf".as_ptr(), c.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         return Err(io_err(
             "is not a bpffs and mounting one there failed (needs CAP_SYS_ADMIN, or mount it beforehand: mount -t bpf bpf DIR)",

@@ -28,8 +28,8 @@ use aya::{
     },
 };
 use vip_common::{
-    Backend, BackendStats, FlowKey, FlowValue, Heartbeat, LOOKUP_SIZE, LookupHalf, Service, ServiceKey, VipState,
-    counter, maps, programs,
+    Backend, BackendStats, FlowKey, FlowValue, Heartbeat, LOOKUP_SIZE, LookupHalf, Service,
+    ServiceKey, VipState, counter, maps, programs,
 };
 
 /// The XDP object built by `build.rs` from `vip-ebpf`.
@@ -56,7 +56,9 @@ pub enum DataplaneError {
         #[source]
         source: MapError,
     },
-    #[error("the kernel rejected the XDP program `{name}` (verifier or missing CAP_BPF/CAP_NET_ADMIN)")]
+    #[error(
+        "the kernel rejected the XDP program `{name}` (verifier or missing CAP_BPF/CAP_NET_ADMIN)"
+    )]
     Verify {
         name: &'static str,
         #[source]
@@ -94,7 +96,9 @@ pub enum DataplaneError {
         #[source]
         source: XdpMapError,
     },
-    #[error("cannot open the pinned map {path} (is the agent running with this bpffs and node name?)")]
+    #[error(
+        "cannot open the pinned map {path} (is the agent running with this bpffs and node name?)"
+    )]
     Open {
         path: PathBuf,
         #[source]
@@ -190,8 +194,10 @@ macro_rules! take_map {
         let map = $ebpf
             .take_map($name)
             .ok_or(DataplaneError::MissingMap($name))?;
-        map.try_into()
-            .map_err(|source| DataplaneError::MapType { name: $name, source })?
+        map.try_into().map_err(|source| DataplaneError::MapType {
+            name: $name,
+            source,
+        })?
     }};
 }
 
@@ -233,7 +239,10 @@ impl Dataplane {
         let maps = Maps {
             vips: take_map!(ebpf, maps::VIPS),
             services: take_map!(ebpf, maps::SERVICES),
-            lookup: lookup_map(ebpf.take_map(maps::LOOKUP).ok_or(DataplaneError::MissingMap(maps::LOOKUP))?)?,
+            lookup: lookup_map(
+                ebpf.take_map(maps::LOOKUP)
+                    .ok_or(DataplaneError::MissingMap(maps::LOOKUP))?,
+            )?,
             backends: take_map!(ebpf, maps::BACKENDS),
             heartbeat: take_map!(ebpf, maps::HEARTBEAT),
             counters: take_map!(ebpf, maps::COUNTERS),
@@ -367,13 +376,11 @@ impl Dataplane {
             path: path.to_owned(),
             source,
         })?;
-        fd_link
-            .pin(path)
-            .map_err(|source| DataplaneError::Pin {
-                what: "the XDP link",
-                path: path.to_owned(),
-                source,
-            })?;
+        fd_link.pin(path).map_err(|source| DataplaneError::Pin {
+            what: "the XDP link",
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(())
     }
 
@@ -431,16 +438,34 @@ impl Dataplane {
 impl Maps {
     /// Opens the maps a node pinned under `dir` (`<bpffs>/vip/<node>`).
     pub fn open_pinned(dir: &Path) -> Result<Self, DataplaneError> {
-        fn open<T: TryFrom<Map, Error = MapError>>(dir: &Path, name: &'static str) -> Result<T, DataplaneError> {
+        fn open<T: TryFrom<Map, Error = MapError>>(
+            dir: &Path,
+            name: &'static str,
+        ) -> Result<T, DataplaneError> {
             let path = dir.join(name);
-            let data = MapData::from_pin(&path).map_err(|source| DataplaneError::Open { path: path.clone(), source })?;
-            let map = Map::from_map_data(data).map_err(|source| DataplaneError::MapType { name, source })?;
+            let data = MapData::from_pin(&path).map_err(|source| DataplaneError::Open {
+                path: path.clone(),
+                source,
+            })?;
+            let map = Map::from_map_data(data)
+                .map_err(|source| DataplaneError::MapType { name, source })?;
             T::try_from(map).map_err(|source| DataplaneError::MapType { name, source })
         }
         Ok(Self {
             vips: open(dir, maps::VIPS)?,
             services: open(dir, maps::SERVICES)?,
-            lookup: lookup_map(Map::from_map_data(MapData::from_pin(dir.join(maps::LOOKUP)).map_err(|source| DataplaneError::Open { path: dir.join(maps::LOOKUP), source })?).map_err(|source| DataplaneError::MapType { name: maps::LOOKUP, source })?)?,
+            lookup: lookup_map(
+                Map::from_map_data(MapData::from_pin(dir.join(maps::LOOKUP)).map_err(
+                    |source| DataplaneError::Open {
+                        path: dir.join(maps::LOOKUP),
+                        source,
+                    },
+                )?)
+                .map_err(|source| DataplaneError::MapType {
+                    name: maps::LOOKUP,
+                    source,
+                })?,
+            )?,
             backends: open(dir, maps::BACKENDS)?,
             heartbeat: open(dir, maps::HEARTBEAT)?,
             counters: open(dir, maps::COUNTERS)?,
@@ -577,7 +602,12 @@ impl Maps {
                 source,
             })?;
         let mut half: Box<LookupHalf> = bytemuck::zeroed_box();
-        lookup_raw(&self.lookup, BPF_MAP_LOOKUP_ELEM, svc.id * 2 + svc.live_half, &mut half)?;
+        lookup_raw(
+            &self.lookup,
+            BPF_MAP_LOOKUP_ELEM,
+            svc.id * 2 + svc.live_half,
+            &mut half,
+        )?;
         Ok(half.slots[..svc.table_size as usize].to_vec())
     }
 
@@ -634,15 +664,14 @@ impl Maps {
             source,
         })?;
         for i in 0..counter::COUNT {
-            let zero = PerCpuValues::try_from(vec![0u64; cpus]).map_err(|source| {
-                DataplaneError::Map {
+            let zero =
+                PerCpuValues::try_from(vec![0u64; cpus]).map_err(|source| DataplaneError::Map {
                     name: maps::COUNTERS,
                     source: MapError::SyscallError(aya::sys::SyscallError {
                         call: "per-cpu values",
                         io_error: source,
                     }),
-                }
-            })?;
+                })?;
             self.counters
                 .set(i, zero, 0)
                 .map_err(|source| DataplaneError::Map {
@@ -662,10 +691,12 @@ impl Maps {
                 name: maps::BACKEND_STATS,
                 source,
             })?;
-        Ok(values.iter().fold(BackendStats::default(), |acc, s| BackendStats {
-            packets: acc.packets + s.packets,
-            bytes: acc.bytes + s.bytes,
-        }))
+        Ok(values
+            .iter()
+            .fold(BackendStats::default(), |acc, s| BackendStats {
+                packets: acc.packets + s.packets,
+                bytes: acc.bytes + s.bytes,
+            }))
     }
 
     /// Every flow in the flow table.
@@ -681,24 +712,35 @@ impl Maps {
 
     /// The heartbeat as last stamped.
     pub fn heartbeat(&self) -> Result<Heartbeat, DataplaneError> {
-        self.heartbeat.get(&0, 0).map_err(|source| DataplaneError::Map {
-            name: maps::HEARTBEAT,
-            source,
-        })
+        self.heartbeat
+            .get(&0, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: maps::HEARTBEAT,
+                source,
+            })
     }
 }
 
 /// Checks that `map` is the lookup array with values of a [`LookupHalf`].
 fn lookup_map(map: Map) -> Result<MapData, DataplaneError> {
     let Map::Array(data) = map else {
-        return Err(DataplaneError::MapType { name: maps::LOOKUP, source: MapError::InvalidMapType { map_type: 0 } });
+        return Err(DataplaneError::MapType {
+            name: maps::LOOKUP,
+            source: MapError::InvalidMapType { map_type: 0 },
+        });
     };
-    let info = data.info().map_err(|source| DataplaneError::MapType { name: maps::LOOKUP, source })?;
+    let info = data.info().map_err(|source| DataplaneError::MapType {
+        name: maps::LOOKUP,
+        source,
+    })?;
     let want = u32::try_from(std::mem::size_of::<LookupHalf>()).expect("fits");
     if info.value_size() != want {
         return Err(DataplaneError::MapType {
             name: maps::LOOKUP,
-            source: MapError::InvalidValueSize { size: info.value_size() as usize, expected: want as usize },
+            source: MapError::InvalidValueSize {
+                size: info.value_size() as usize,
+                expected: want as usize,
+            },
         });
     }
     Ok(data)
@@ -706,7 +748,12 @@ fn lookup_map(map: Map) -> Result<MapData, DataplaneError> {
 
 /// `BPF_MAP_LOOKUP_ELEM` / `BPF_MAP_UPDATE_ELEM` on the lookup array with the
 /// value in a heap buffer.
-fn lookup_raw(map: &MapData, cmd: u32, index: u32, value: &mut LookupHalf) -> Result<(), DataplaneError> {
+fn lookup_raw(
+    map: &MapData,
+    cmd: u32,
+    index: u32,
+    value: &mut LookupHalf,
+) -> Result<(), DataplaneError> {
     use std::os::fd::{AsFd as _, AsRawFd as _};
     /// The `map_elem` member of `union bpf_attr`.
     #[repr(C)]
@@ -726,13 +773,22 @@ fn lookup_raw(map: &MapData, cmd: u32, index: u32, value: &mut LookupHalf) -> Re
     };
     // SAFETY: attr points at a live key and a value buffer of the map's value size.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, &raw const attr, std::mem::size_of::<ElemAttr>())
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            &raw const attr,
+            std::mem::size_of::<ElemAttr>(),
+        )
     };
     if rc < 0 {
         return Err(DataplaneError::Map {
             name: maps::LOOKUP,
             source: MapError::SyscallError(aya::sys::SyscallError {
-                call: if cmd == BPF_MAP_LOOKUP_ELEM { "bpf_map_lookup_elem" } else { "bpf_map_update_elem" },
+                call: if cmd == BPF_MAP_LOOKUP_ELEM {
+                    "bpf_map_lookup_elem"
+                } else {
+                    "bpf_map_update_elem"
+                },
                 io_error: io::Error::last_os_error(),
             }),
         });

@@ -2,12 +2,18 @@
 //! (`config`, `maglev`, the planning half of `agent`) wrapped by a thin async
 //! shell; the `vip-agent` and `vipctl` binaries are small front ends over it.
 
+#![allow(
+    clippy::result_large_err,
+    reason = "aya's error types are large; errors are rare and never on a per-packet path"
+)]
+
 pub mod agent;
 pub mod bpffs;
 pub mod config;
 pub mod dataplane;
 pub mod maglev;
 pub mod net;
+pub mod notify;
 
 /// An error and its causes on one line: `what: because: because`.
 #[must_use]

@@ -43,7 +43,11 @@ impl Iface {
     #[must_use]
     pub fn on_link(&self, addr: Ipv4Addr) -> bool {
         self.addrs.iter().any(|&(a, len)| {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
             u32::from(a) & mask == u32::from(addr) & mask
         })
     }
@@ -51,10 +55,17 @@ impl Iface {
     /// The first IPv4 address on `addr`'s subnet (the source for ARP).
     #[must_use]
     pub fn source_for(&self, addr: Ipv4Addr) -> Option<Ipv4Addr> {
-        self.addrs.iter().find(|&&(a, len)| {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
-            u32::from(a) & mask == u32::from(addr) & mask
-        }).map(|&(a, _)| a)
+        self.addrs
+            .iter()
+            .find(|&&(a, len)| {
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(len))
+                };
+                u32::from(a) & mask == u32::from(addr) & mask
+            })
+            .map(|&(a, _)| a)
     }
 }
 
@@ -100,14 +111,22 @@ impl Net {
             what: "list addresses",
             source,
         })? {
-            let addr = msg.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(std::net::IpAddr::V4(v4)) => Some(*v4),
-                _ => None,
-            }).or_else(|| msg.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Address(std::net::IpAddr::V4(v4)) => Some(*v4),
-                _ => None,
-            }));
-            if let (Some(addr), Some(iface)) = (addr, out.iter_mut().find(|i| i.index == msg.header.index)) {
+            let addr = msg
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    AddressAttribute::Local(std::net::IpAddr::V4(v4)) => Some(*v4),
+                    _ => None,
+                })
+                .or_else(|| {
+                    msg.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Address(std::net::IpAddr::V4(v4)) => Some(*v4),
+                        _ => None,
+                    })
+                });
+            if let (Some(addr), Some(iface)) =
+                (addr, out.iter_mut().find(|i| i.index == msg.header.index))
+            {
                 iface.addrs.push((addr, msg.header.prefix_len));
             }
         }
@@ -124,7 +143,11 @@ impl Net {
     }
 
     /// The kernel's MAC for `addr` on `ifindex`, if it has a usable entry.
-    pub async fn neighbour(&self, ifindex: u32, addr: Ipv4Addr) -> Result<Option<[u8; 6]>, NetError> {
+    pub async fn neighbour(
+        &self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+    ) -> Result<Option<[u8; 6]>, NetError> {
         let mut neigh = self.handle.neighbours().get().execute();
         while let Some(msg) = neigh.try_next().await.map_err(|source| NetError::Netlink {
             what: "list neighbours",
@@ -190,7 +213,8 @@ pub fn arp_resolve(
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = u16::try_from(libc::AF_PACKET).expect("small");
     sll.sll_protocol = ETH_P_ARP.to_be();
-    sll.sll_ifindex = i32::try_from(ifindex).map_err(|_| io::Error::other("ifindex out of range"))?;
+    sll.sll_ifindex =
+        i32::try_from(ifindex).map_err(|_| io::Error::other("ifindex out of range"))?;
     sll.sll_halen = 6;
     sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
     let len = u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).expect("small");
@@ -206,13 +230,26 @@ pub fn arp_resolve(
     req.extend_from_slice(&target.octets());
     for _ in 0..tries {
         // SAFETY: req and sll are valid for the given lengths.
-        let sent = unsafe { libc::sendto(raw, req.as_ptr().cast(), req.len(), 0, (&raw const sll).cast(), len) };
+        let sent = unsafe {
+            libc::sendto(
+                raw,
+                req.as_ptr().cast(),
+                req.len(),
+                0,
+                (&raw const sll).cast(),
+                len,
+            )
+        };
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
         let deadline = Instant::now() + wait;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let mut pfd = libc::pollfd { fd: raw, events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd: raw,
+                events: libc::POLLIN,
+                revents: 0,
+            };
             let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
             // SAFETY: one valid pollfd.
             let n = unsafe { libc::poll(&raw mut pfd, 1, ms) };
@@ -228,8 +265,11 @@ pub fn arp_resolve(
             }
             let mut buf = [0u8; 64];
             // SAFETY: buf is valid for its length.
-            let got = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-            let Ok(got) = usize::try_from(got) else { continue };
+            let got =
+                unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            let Ok(got) = usize::try_from(got) else {
+                continue;
+            };
             if got >= 28 && buf[6..8] == [0, 2] && buf[14..18] == target.octets() {
                 let mut mac = [0u8; 6];
                 mac.copy_from_slice(&buf[8..14]);
@@ -243,5 +283,8 @@ pub fn arp_resolve(
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
 #[must_use]
 pub fn fmt_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

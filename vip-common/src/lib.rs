@@ -6,6 +6,14 @@
 //! never drift apart. Addresses and ports are kept in network byte order, exactly
 //! as they appear on the wire: the XDP side never swaps bytes on the hot path.
 #![no_std]
+#![allow(
+    clippy::pub_underscore_fields,
+    reason = "explicit padding fields are public so both sides can build values"
+)]
+#![allow(
+    clippy::inline_always,
+    reason = "the XDP program needs these inlined: BPF calls are costly and limited to 5 arguments"
+)]
 
 use bytemuck::{Pod, Zeroable};
 

@@ -25,8 +25,8 @@ use aya_ebpf::{
 };
 use headers::{
     ARP_HTYPE_ETHER, ARP_OP_REPLY, ARP_OP_REQUEST, ArpHdr, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4,
-    EthHdr, ICMP_ECHO_REPLY, TCP_ACK, TCP_SYN, ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IcmpHdr,
-    Ipv4Hdr, TcpHdr, UdpHdr, VlanHdr, csum_replace, ptr_at,
+    EthHdr, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IcmpHdr,
+    Ipv4Hdr, TCP_ACK, TCP_SYN, TcpHdr, UdpHdr, VlanHdr, csum_replace, ptr_at,
 };
 use vip_common::{
     BACKEND_ENABLED, BACKEND_LOCAL, Backend, BackendStats, FlowKey, FlowValue, Heartbeat,
@@ -166,8 +166,7 @@ fn arp(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
     };
     // SAFETY: bounds-checked by ptr_at; nothing else aliases the frame.
     let (eth, arp) = unsafe { (&mut *eth, &mut *arp) };
-    if arp.htype != ARP_HTYPE_ETHER || arp.ptype != ETH_P_IPV4 || arp.hlen != 6 || arp.plen != 4
-    {
+    if arp.htype != ARP_HTYPE_ETHER || arp.ptype != ETH_P_IPV4 || arp.hlen != 6 || arp.plen != 4 {
         return PASS_MALFORMED;
     }
     // Gratuitous requests (sender == target) are another node announcing

@@ -31,15 +31,22 @@ pub fn linker_home() -> PathBuf {
 /// `PATH` with bpf-linker's directory first.
 pub fn path_with_linker() -> OsString {
     let mut paths = vec![linker_home().join("bin")];
-    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
     std::env::join_paths(paths).expect("PATH entries have no ':'")
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
     let shown = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("cannot run {shown}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {shown}"))?;
     if !out.status.success() {
-        bail!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{shown} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -61,10 +68,18 @@ pub fn ebpf_toolchain() -> Result<()> {
     let home = linker_home();
     let linker = home.join("bin/bpf-linker");
     let stamp = home.join(format!("llvm-{llvm_major}"));
-    if linker.exists() && stamp.exists() && Command::new(&linker).arg("--version").output().is_ok_and(|o| o.status.success()) {
+    if linker.exists()
+        && stamp.exists()
+        && Command::new(&linker)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
         return Ok(());
     }
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {llvm_major} (about a minute, once)");
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {llvm_major} (about a minute, once)"
+    );
     let lib = home.join("llvm/lib");
     std::fs::create_dir_all(&lib).with_context(|| format!("cannot create {}", lib.display()))?;
     let so = find_libllvm(&sysroot.join("lib"))?;
@@ -78,13 +93,22 @@ pub fn ebpf_toolchain() -> Result<()> {
             .with_context(|| format!("cannot link {} to {}", link.display(), so.display()))?;
     }
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force", "--root"])
-        .arg(&home)
-        .args(["--no-default-features", "--features"])
-        .arg(format!("llvm-{llvm_major}"))
-        .env("LLVM_PREFIX", home.join("llvm"));
+    c.args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--locked",
+        "--force",
+        "--root",
+    ])
+    .arg(&home)
+    .args(["--no-default-features", "--features"])
+    .arg(format!("llvm-{llvm_major}"))
+    .env("LLVM_PREFIX", home.join("llvm"));
     crate::status(c)?;
-    output(Command::new(&linker).arg("--version")).context("the freshly built bpf-linker does not run")?;
+    output(Command::new(&linker).arg("--version"))
+        .context("the freshly built bpf-linker does not run")?;
     std::fs::write(&stamp, b"").with_context(|| format!("cannot write {}", stamp.display()))?;
     Ok(())
 }
@@ -116,10 +140,12 @@ fn find_libllvm(dir: &Path) -> Result<PathBuf> {
     // Prefer the versioned soname (libLLVM.so.22.1-rust-...), the name the
     // linked binary records.
     found.sort_by_key(|p| !p.to_string_lossy().contains("libLLVM.so."));
-    found
-        .into_iter()
-        .next()
-        .with_context(|| format!("no libLLVM*.so in {}: is the nightly toolchain complete?", dir.display()))
+    found.into_iter().next().with_context(|| {
+        format!(
+            "no libLLVM*.so in {}: is the nightly toolchain complete?",
+            dir.display()
+        )
+    })
 }
 
 /// Installs the Debian packages that are missing (`apt-get update` first).

@@ -13,7 +13,10 @@ use anyhow::{Context as _, Result, bail};
 use vip_tests::lab::{Lab, LabOptions, PERSISTENT_PREFIX, STATE_DIR, VIP, format_mac};
 
 fn config(name: &str, bpffs: &Path, backends: &[(&str, u32)]) -> String {
-    let list: Vec<String> = backends.iter().map(|(a, w)| format!("  {{ address = \"{a}\", weight = {w} }},")).collect();
+    let list: Vec<String> = backends
+        .iter()
+        .map(|(a, w)| format!("  {{ address = \"{a}\", weight = {w} }},"))
+        .collect();
     format!(
         "[node]\ninterface = \"eth0\"\nname = \"{name}\"\nbpffs = \"{}\"\n\n[[service]]\nvip = \"{VIP}\"\nport = 5672\nprotocol = \"tcp\"\nbackends = [\n{}\n]\n",
         bpffs.display(),
@@ -21,7 +24,7 @@ fn config(name: &str, bpffs: &Path, backends: &[(&str, u32)]) -> String {
     )
 }
 
-/// A vip-agent child; SIGTERMed (clean shutdown) when dropped.
+/// A vip-agent child; `SIGTERMed` (clean shutdown) when dropped.
 struct AgentProc(Option<Child>, PathBuf);
 
 impl Drop for AgentProc {
@@ -45,12 +48,14 @@ fn connect_many(n: u32) -> (BTreeMap<String, u32>, u32, Vec<TcpStream>) {
     let mut failed = 0;
     let mut keep = Vec::new();
     for i in 0..n {
-        let answer = TcpStream::connect_timeout(&SocketAddr::from((VIP, 5672)), Duration::from_secs(2)).and_then(|s| {
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            let mut line = String::new();
-            BufReader::new(s.try_clone()?).read_line(&mut line)?;
-            Ok((line.trim().to_owned(), s))
-        });
+        let answer =
+            TcpStream::connect_timeout(&SocketAddr::from((VIP, 5672)), Duration::from_secs(2))
+                .and_then(|s| {
+                    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    let mut line = String::new();
+                    BufReader::new(s.try_clone()?).read_line(&mut line)?;
+                    Ok((line.trim().to_owned(), s))
+                });
         match answer {
             Ok((who, s)) => {
                 *counts.entry(who).or_default() += 1;
@@ -72,7 +77,12 @@ fn show(title: &str, text: &str) {
 }
 
 fn vipctl(bins: &Path, bpffs: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(bins.join("vipctl")).arg("--bpffs").arg(bpffs).args(args).output().context("run vipctl")?;
+    let out = Command::new(bins.join("vipctl"))
+        .arg("--bpffs")
+        .arg(bpffs)
+        .args(args)
+        .output()
+        .context("run vipctl")?;
     if !out.status.success() {
         bail!("vipctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -114,17 +124,36 @@ pub fn run(bins: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    println!("\nvip-agent is up on lb1 (XDP attached, maps pinned under {})", link.parent().unwrap().display());
+    println!(
+        "\nvip-agent is up on lb1 (XDP attached, maps pinned under {})",
+        link.parent().unwrap().display()
+    );
 
     let (counts, failed, mut open) = lab.run_in("client", || connect_many(600));
-    show("600 connections from the client to VIP:5672 (who answered)", &format!("{counts:?}, failed: {failed}"));
+    show(
+        "600 connections from the client to VIP:5672 (who answered)",
+        &format!("{counts:?}, failed: {failed}"),
+    );
     let neigh = lab.ns("client").ip(&["neigh", "show", &VIP.to_string()])?;
-    show("the client's ARP entry for the VIP (answered by XDP on lb1)", &neigh);
-    show("vipctl table 10.99.0.100:5672", &vipctl(bins, &bpffs, &["table", "10.99.0.100:5672"])?);
+    show(
+        "the client's ARP entry for the VIP (answered by XDP on lb1)",
+        &neigh,
+    );
+    show(
+        "vipctl table 10.99.0.100:5672",
+        &vipctl(bins, &bpffs, &["table", "10.99.0.100:5672"])?,
+    );
     show("vipctl backends", &vipctl(bins, &bpffs, &["backends"])?);
 
     // Drain b2: its open connections keep working, new ones avoid it.
-    std::fs::write(&cfg, config("lb1", &bpffs, &[("10.99.0.11", 1), ("10.99.0.12", 0), ("10.99.0.13", 1)]))?;
+    std::fs::write(
+        &cfg,
+        config(
+            "lb1",
+            &bpffs,
+            &[("10.99.0.11", 1), ("10.99.0.12", 0), ("10.99.0.13", 1)],
+        ),
+    )?;
     let pid = i32::try_from(agent.0.as_ref().expect("running").id())?;
     // SAFETY: signalling our own child by PID.
     unsafe { libc::kill(pid, libc::SIGHUP) };
@@ -144,21 +173,37 @@ pub fn run(bins: &Path) -> Result<()> {
         let mut r = Vec::new();
         for s in &mut open {
             let _ = s.write_all(b"still there?\n");
-            let mut line = String::new();
-            let ok = BufReader::new(s.try_clone().expect("clone")).read_line(&mut line).is_ok();
-            r.push(if ok { line.trim().to_owned() } else { "lost".into() });
+            let mut reply = String::new();
+            let ok = BufReader::new(s.try_clone().expect("clone"))
+                .read_line(&mut reply)
+                .is_ok();
+            r.push(if ok {
+                reply.trim().to_owned()
+            } else {
+                "lost".into()
+            });
         }
         r
     });
     let (after, failed_after, _) = lab.run_in("client", || connect_many(300));
     show(
-        &format!("SIGHUP with b2 at weight 0 (drain): table switched in {:?}", drained.elapsed()),
-        &format!("open connections asked again: {answers:?}\n300 new connections: {after:?}, failed: {failed_after}"),
+        &format!(
+            "SIGHUP with b2 at weight 0 (drain): table switched in {:?}",
+            drained.elapsed()
+        ),
+        &format!(
+            "open connections asked again: {answers:?}\n300 new connections: {after:?}, failed: {failed_after}"
+        ),
     );
     show("vipctl stats", &vipctl(bins, &bpffs, &["stats"])?);
     drop(agent);
-    println!("\nvip-agent stopped cleanly (SIGTERM: XDP detached, pins removed). Demo took {:?}.", t0.elapsed());
-    println!("VRRP failover arrives with the VRRP issue; this demo then adds lb2 and measures the gap.");
+    println!(
+        "\nvip-agent stopped cleanly (SIGTERM: XDP detached, pins removed). Demo took {:?}.",
+        t0.elapsed()
+    );
+    println!(
+        "VRRP failover arrives with the VRRP issue; this demo then adds lb2 and measures the gap."
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -171,12 +216,28 @@ pub fn lab_up(bins: &Path) -> Result<()> {
     let bpffs = PathBuf::from(STATE_DIR).join("bpffs");
     let cfg = PathBuf::from(STATE_DIR).join("lb1.toml");
     std::fs::create_dir_all(STATE_DIR)?;
-    std::fs::write(&cfg, config("lb1", &bpffs, &[("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)]))?;
+    std::fs::write(
+        &cfg,
+        config(
+            "lb1",
+            &bpffs,
+            &[("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)],
+        ),
+    )?;
     lab.persist()?;
     println!("{status}");
-    println!("\nRun an agent on lb1 (a sample config is in {}):", cfg.display());
-    println!("  nsenter --net=/run/netns/{PERSISTENT_PREFIX}-lb1 {} --config {}", bins.join("vip-agent").display(), cfg.display());
-    println!("then from the client: nsenter --net=/run/netns/{PERSISTENT_PREFIX}-client sh -c 'exec 3<>/dev/tcp/{VIP}/5672; head -1 <&3'");
+    println!(
+        "\nRun an agent on lb1 (a sample config is in {}):",
+        cfg.display()
+    );
+    println!(
+        "  nsenter --net=/run/netns/{PERSISTENT_PREFIX}-lb1 {} --config {}",
+        bins.join("vip-agent").display(),
+        cfg.display()
+    );
+    println!(
+        "then from the client: nsenter --net=/run/netns/{PERSISTENT_PREFIX}-client sh -c 'exec 3<>/dev/tcp/{VIP}/5672; head -1 <&3'"
+    );
     println!("Remove it all with: cargo xtask lab down");
     Ok(())
 }

@@ -17,7 +17,10 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "vip's build, test, lab and bench runner")]
+#[command(
+    name = "cargo xtask",
+    about = "vip's build, test, lab and bench runner"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -43,7 +46,7 @@ enum Cmd {
         #[arg(value_parser = ["up", "down", "status"])]
         action: String,
     },
-    /// Everything a contributor must pass: unit, BPF_PROG_TEST_RUN and netns tests.
+    /// Everything a contributor must pass: unit, `BPF_PROG_TEST_RUN` and netns tests.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -88,7 +91,9 @@ fn cargo() -> Command {
 
 fn status(mut cmd: Command) -> Result<()> {
     let shown = format!("{cmd:?}");
-    let st = cmd.status().with_context(|| format!("cannot run {shown}"))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
     if !st.success() {
         bail!("{shown} failed ({st})");
     }
@@ -110,14 +115,18 @@ fn build(release: bool) -> Result<PathBuf> {
         c.arg("--release");
     }
     status(c)?;
-    Ok(root().join("target").join(if release { "release" } else { "debug" }))
+    Ok(root()
+        .join("target")
+        .join(if release { "release" } else { "debug" }))
 }
 
 fn run(args: &[String]) -> Result<()> {
     let bins = build(false)?;
     if args.is_empty() {
         if !is_root() {
-            bail!("the lab demo needs root (network namespaces, XDP): run `sudo -E cargo xtask run`");
+            bail!(
+                "the lab demo needs root (network namespaces, XDP): run `sudo -E cargo xtask run`"
+            );
         }
         bootstrap::apt_packages(bootstrap::LAB_PACKAGES)?;
         return demo::run(&bins);
@@ -173,7 +182,12 @@ fn run_tests(mut c: Command) -> Result<()> {
         if let Some(rest) = line.strip_prefix("test result: ") {
             let num = |word: &str| -> u64 {
                 rest.split(';')
-                    .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word))
+                    .find_map(|part| {
+                        part.trim()
+                            .trim_start_matches("ok. ")
+                            .trim_start_matches("FAILED. ")
+                            .strip_suffix(word)
+                    })
                     .and_then(|n| n.trim().parse().ok())
                     .unwrap_or(0)
             };
@@ -195,7 +209,9 @@ fn run_tests(mut c: Command) -> Result<()> {
 
 fn bench() -> Result<()> {
     if !is_root() {
-        bail!("the benchmarks need root (BPF_PROG_TEST_RUN, network namespaces): run `sudo -E cargo xtask bench`");
+        bail!(
+            "the benchmarks need root (BPF_PROG_TEST_RUN, network namespaces): run `sudo -E cargo xtask bench`"
+        );
     }
     bootstrap::apt_packages(bootstrap::TEST_PACKAGES)?;
     build(true)?;

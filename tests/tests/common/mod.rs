@@ -24,9 +24,16 @@ pub fn is_root() -> bool {
 /// A binary built next to this test's binary (`cargo xtask test` builds them).
 pub fn sibling_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let bin = dir.join(name);
-    assert!(bin.exists(), "{} is not built: run `cargo xtask test` (it builds the binaries first)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is not built: run `cargo xtask test` (it builds the binaries first)",
+        bin.display()
+    );
     bin
 }
 
@@ -40,6 +47,7 @@ pub fn lab(tag: &str) -> Lab {
 /// unmounted on drop.
 pub struct Agent {
     pub child: Option<Child>,
+    notify: Option<std::os::unix::net::UnixDatagram>,
     pub node: String,
     pub config: PathBuf,
     pub bpffs: PathBuf,
@@ -70,12 +78,43 @@ impl Agent {
         let bpffs = dir.join("bpffs");
         let config = dir.join("vip.toml");
         std::fs::write(&config, config_text(name, &bpffs, backends)).expect("write config");
-        let mut cmd = Command::new(sibling_bin("vip-agent"));
-        cmd.arg("--config").arg(&config).env("VIP_LOG", "info").stdout(Stdio::null());
-        let child = lab.spawn_unmanaged(node, cmd).expect("spawn vip-agent");
-        let mut agent = Self { child: Some(child), node: node.to_owned(), config, bpffs, name: name.to_owned(), dir };
-        agent.wait_ready(Duration::from_secs(20));
+        let mut agent = Self {
+            child: None,
+            notify: None,
+            node: node.to_owned(),
+            config,
+            bpffs,
+            name: name.to_owned(),
+            dir,
+        };
+        agent.spawn(lab);
         agent
+    }
+
+    /// Starts the agent process (again) and waits for its `READY=1`.
+    pub fn spawn(&mut self, lab: &Lab) {
+        let sock_path = self.dir.join("notify.sock");
+        let _ = std::fs::remove_file(&sock_path);
+        let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("notify socket");
+        let mut cmd = Command::new(sibling_bin("vip-agent"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env("VIP_LOG", "info")
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdout(Stdio::null());
+        self.child = Some(
+            lab.spawn_unmanaged(&self.node, cmd)
+                .expect("spawn vip-agent"),
+        );
+        self.wait_ready(&sock, Duration::from_secs(20));
+        self.notify = Some(sock);
+    }
+
+    /// SIGKILL: the agent dies without cleaning up.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL vip-agent");
+        child.wait().expect("wait vip-agent");
     }
 
     pub fn pins(&self) -> PathBuf {
@@ -86,24 +125,42 @@ impl Agent {
         Maps::open_pinned(&self.pins()).expect("open pinned maps")
     }
 
-    fn wait_ready(&mut self, limit: Duration) {
+    fn wait_ready(&mut self, sock: &std::os::unix::net::UnixDatagram, limit: Duration) {
         let deadline = Instant::now() + limit;
-        let link = self.pins().join("link");
-        while !link.exists() {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let mut buf = [0u8; 256];
+        loop {
+            if let Ok(n) = sock.recv(&mut buf)
+                && buf[..n].split(|b| *b == b'\n').any(|l| l == b"READY=1")
+            {
+                return;
+            }
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("vip-agent exited early with {st}");
             }
-            assert!(Instant::now() < deadline, "vip-agent did not attach XDP within {limit:?}");
-            std::thread::sleep(Duration::from_millis(20));
+            assert!(
+                Instant::now() < deadline,
+                "vip-agent was not ready within {limit:?}"
+            );
         }
     }
 
-    /// Rewrites the config and sends SIGHUP.
-    pub fn reload(&self, backends: &[(&str, u32)]) {
-        std::fs::write(&self.config, config_text(&self.name, &self.bpffs, backends)).expect("write config");
+    /// Rewrites the config, sends SIGHUP and waits until the agent says the
+    /// reload is done (`READY=1` after `RELOADING=1`).
+    pub fn reload(&mut self, backends: &[(&str, u32)]) {
+        std::fs::write(&self.config, config_text(&self.name, &self.bpffs, backends))
+            .expect("write config");
         let pid = i32::try_from(self.child.as_ref().expect("running").id()).expect("pid");
         // SAFETY: signalling our own child by PID.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0, "SIGHUP");
+        let sock = self.notify.take().expect("notify socket");
+        self.wait_ready(&sock, Duration::from_secs(20));
+        self.notify = Some(sock);
     }
 
     /// SIGTERM and wait: a clean shutdown.
@@ -139,7 +196,10 @@ pub fn who_answers(timeout: Duration) -> std::io::Result<(String, TcpStream)> {
     let mut line = String::new();
     BufReader::new(stream.try_clone()?).read_line(&mut line)?;
     if line.is_empty() {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before greeting"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed before greeting",
+        ));
     }
     Ok((line.trim_end().to_owned(), stream))
 }
@@ -151,7 +211,10 @@ pub fn ask(stream: &mut TcpStream, line: &str) -> std::io::Result<String> {
     let mut reply = String::new();
     BufReader::new(stream.try_clone()?).read_line(&mut reply)?;
     if reply.is_empty() {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
     }
     let reply = reply.trim_end();
     let (who, echoed) = reply.split_once(' ').unwrap_or((reply, ""));
@@ -166,7 +229,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -1,5 +1,9 @@
 //! `vip-agent --config FILE [--check] [--iface IF]`: runs one vip node.
 //! Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+#![allow(
+    clippy::result_large_err,
+    reason = "aya's error types are large; errors are rare"
+)]
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -11,7 +15,11 @@ use vip_agent::{
 };
 
 #[derive(Parser)]
-#[command(name = "vip-agent", version, about = "vip: XDP load balancer and failover agent")]
+#[command(
+    name = "vip-agent",
+    version,
+    about = "vip: XDP load balancer and failover agent"
+)]
 struct Args {
     /// The TOML configuration.
     #[arg(long, short)]
@@ -37,7 +45,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -66,7 +76,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vip-agent: cannot start the runtime: {e}");

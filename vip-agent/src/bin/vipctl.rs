@@ -1,8 +1,13 @@
 //! `vipctl`: inspects a node through the maps it pinned, so it works even
 //! when the agent is dead or hung. Every read verb takes `--json`.
 //! Exit codes: 0 success, 1 runtime failure, 2 usage error.
+#![allow(
+    clippy::result_large_err,
+    reason = "aya's error types are large; errors are rare"
+)]
 
 use std::{
+    fmt::Write as _,
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::ExitCode,
@@ -94,13 +99,17 @@ fn node_dir(bpffs: &Path, node: Option<&str>) -> Result<PathBuf, String> {
     let root = bpffs.join("vip");
     let nodes: Vec<String> = std::fs::read_dir(&root)
         .map_err(|e| format!("no vip node is pinned under {} ({e}); is the agent running? use --bpffs for another pin root", root.display()))?
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     match nodes.as_slice() {
         [one] => Ok(root.join(one)),
         [] => Err(format!("no vip node is pinned under {}", root.display())),
-        many => Err(format!("several nodes are pinned under {}: {}; pick one with --node", root.display(), many.join(", "))),
+        many => Err(format!(
+            "several nodes are pinned under {}: {}; pick one with --node",
+            root.display(),
+            many.join(", ")
+        )),
     }
 }
 
@@ -128,7 +137,9 @@ fn backends(maps: &Maps, json_out: bool) -> Out {
         }
         let id = u32::try_from(id).expect("small");
         let stats = maps.backend_stats(id).map_err(|e| fail(&e))?;
-        let svc = services.get(&b.service).map(|(k, _)| format!("{}:{}", ip(k.vip), u16::from_be(k.port)));
+        let svc = services
+            .get(&b.service)
+            .map(|(k, _)| format!("{}:{}", ip(k.vip), u16::from_be(k.port)));
         rows.push(json!({
             "id": id,
             "service": svc,
@@ -143,14 +154,30 @@ fn backends(maps: &Maps, json_out: bool) -> Out {
     if json_out {
         return Ok(serde_json::to_string_pretty(&rows).expect("json"));
     }
-    let mut s = format!("{:<4} {:<20} {:<15} {:<17} {:>7} {:>12} {:>14}  flags\n", "id", "service", "address", "mac", "ifindex", "packets", "bytes");
+    let mut s = format!(
+        "{:<4} {:<20} {:<15} {:<17} {:>7} {:>12} {:>14}  flags\n",
+        "id", "service", "address", "mac", "ifindex", "packets", "bytes"
+    );
     for r in &rows {
-        s.push_str(&format!(
-            "{:<4} {:<20} {:<15} {:<17} {:>7} {:>12} {:>14}  {}\n",
-            r["id"], r["service"].as_str().unwrap_or("?"), r["address"].as_str().unwrap_or(""), r["mac"].as_str().unwrap_or(""),
-            r["ifindex"], r["packets"], r["bytes"],
-            r["flags"].as_array().map(|a| a.iter().filter_map(|f| f.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default()
-        ));
+        let _ = writeln!(
+            s,
+            "{:<4} {:<20} {:<15} {:<17} {:>7} {:>12} {:>14}  {}",
+            r["id"],
+            r["service"].as_str().unwrap_or("?"),
+            r["address"].as_str().unwrap_or(""),
+            r["mac"].as_str().unwrap_or(""),
+            r["ifindex"],
+            r["packets"],
+            r["bytes"],
+            r["flags"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","))
+                .unwrap_or_default()
+        );
     }
     Ok(s.trim_end().to_owned())
 }
@@ -162,7 +189,9 @@ fn flows(maps: &Maps, json_out: bool) -> Out {
         .map_err(|e| fail(&e))?
         .into_iter()
         .map(|(k, v)| {
-            let backend = backends.get(v.backend as usize).map(|b| ip(b.addr).to_string());
+            let backend = backends
+                .get(v.backend as usize)
+                .map(|b| ip(b.addr).to_string());
             json!({
                 "client": format!("{}:{}", ip(k.src), u16::from_be(k.sport)),
                 "vip": format!("{}:{}", ip(k.dst), u16::from_be(k.dport)),
@@ -175,14 +204,21 @@ fn flows(maps: &Maps, json_out: bool) -> Out {
     if json_out {
         return Ok(serde_json::to_string_pretty(&rows).expect("json"));
     }
-    let mut s = format!("{:<22} {:<22} {:<5} {}\n", "client", "vip", "proto", "backend");
+    let mut s = format!(
+        "{:<22} {:<22} {:<5} {}\n",
+        "client", "vip", "proto", "backend"
+    );
     for r in &rows {
-        s.push_str(&format!(
-            "{:<22} {:<22} {:<5} {}\n",
-            r["client"].as_str().unwrap_or(""), r["vip"].as_str().unwrap_or(""), r["protocol"].as_str().unwrap_or(""), r["backend"].as_str().unwrap_or("?")
-        ));
+        let _ = writeln!(
+            s,
+            "{:<22} {:<22} {:<5} {}",
+            r["client"].as_str().unwrap_or(""),
+            r["vip"].as_str().unwrap_or(""),
+            r["protocol"].as_str().unwrap_or(""),
+            r["backend"].as_str().unwrap_or("?")
+        );
     }
-    s.push_str(&format!("{} flow(s)", rows.len()));
+    let _ = write!(s, "{} flow(s)", rows.len());
     Ok(s)
 }
 
@@ -201,7 +237,9 @@ fn table(maps: &Maps, service: &str, json_out: bool) -> Out {
     let (vip, port, proto) = parse_service(service)
         .ok_or_else(|| (2, format!("{service:?} is not a service; write VIP:PORT or VIP:PORT/udp, e.g. 10.99.0.100:5672")))?;
     let key = vip_agent::agent::service_key(vip, port, proto);
-    let table = maps.live_table(&key).map_err(|_| (1, format!("no service {service} in the pinned maps")))?;
+    let table = maps
+        .live_table(&key)
+        .map_err(|_| (1, format!("no service {service} in the pinned maps")))?;
     let backends = maps.backends().map_err(|e| fail(&e))?;
     let total = table.len();
     let rows: Vec<_> = maglev::shares(&table)
@@ -214,14 +252,24 @@ fn table(maps: &Maps, service: &str, json_out: bool) -> Out {
         })
         .collect();
     if json_out {
-        return Ok(serde_json::to_string_pretty(&json!({ "service": service, "slots": total, "backends": rows })).expect("json"));
+        return Ok(serde_json::to_string_pretty(
+            &json!({ "service": service, "slots": total, "backends": rows }),
+        )
+        .expect("json"));
     }
-    let mut s = format!("service {service}: {total} slots\n{:<4} {:<15} {:>7} {:>8}\n", "id", "backend", "slots", "share");
+    let mut s = format!(
+        "service {service}: {total} slots\n{:<4} {:<15} {:>7} {:>8}\n",
+        "id", "backend", "slots", "share"
+    );
     for r in &rows {
-        s.push_str(&format!(
-            "{:<4} {:<15} {:>7} {:>7.2}%\n",
-            r["backend_id"], r["backend"].as_str().unwrap_or("(none)"), r["slots"], r["share_percent"].as_f64().unwrap_or(0.0)
-        ));
+        let _ = writeln!(
+            s,
+            "{:<4} {:<15} {:>7} {:>7.2}%",
+            r["backend_id"],
+            r["backend"].as_str().unwrap_or("(none)"),
+            r["slots"],
+            r["share_percent"].as_f64().unwrap_or(0.0)
+        );
     }
     Ok(s.trim_end().to_owned())
 }
@@ -231,8 +279,11 @@ fn stats(maps: &Maps, json_out: bool) -> Out {
     let hb = maps.heartbeat().map_err(|e| fail(&e))?;
     let age_ms = vip_agent::dataplane::monotonic_ns().saturating_sub(hb.stamp_ns) / 1_000_000;
     if json_out {
-        let counters: serde_json::Map<String, serde_json::Value> =
-            counter::NAMES.iter().zip(c.iter()).map(|(n, v)| ((*n).to_owned(), json!(v))).collect();
+        let counters: serde_json::Map<String, serde_json::Value> = counter::NAMES
+            .iter()
+            .zip(c.iter())
+            .map(|(n, v)| ((*n).to_owned(), json!(v)))
+            .collect();
         return Ok(serde_json::to_string_pretty(&json!({
             "counters": counters,
             "heartbeat_age_ms": age_ms,
@@ -242,8 +293,12 @@ fn stats(maps: &Maps, json_out: bool) -> Out {
     }
     let mut s = String::new();
     for (n, v) in counter::NAMES.iter().zip(c.iter()) {
-        s.push_str(&format!("{n:<16} {v:>14}\n"));
+        let _ = writeln!(s, "{n:<16} {v:>14}");
     }
-    s.push_str(&format!("heartbeat age {age_ms} ms (dead after {} ms)", hb.dead_after_ns / 1_000_000));
+    let _ = write!(
+        s,
+        "heartbeat age {age_ms} ms (dead after {} ms)",
+        hb.dead_after_ns / 1_000_000
+    );
     Ok(s)
 }

@@ -1,0 +1,102 @@
+//! The binaries' contract: exit codes and messages for bad input (no root needed).
+
+use std::process::Command;
+
+fn agent(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vip-agent"))
+        .args(args)
+        .output()
+        .expect("run vip-agent");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vip-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const GOOD: &str = r#"[node]
+interface = "eth0"
+name = "lb1"
+
+[[service]]
+vip = "10.99.0.100"
+port = 5672
+backends = [{ address = "10.99.0.11" }, { address = "10.99.0.12", weight = 2 }]
+"#;
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let p = write("good.toml", GOOD);
+    let (code, out, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 0, "stdout {out} stderr {err}");
+    assert!(out.contains("OK") && out.contains("1 service"), "{out}");
+}
+
+#[test]
+fn bad_value_exits_2_naming_key_and_line() {
+    let p = write("bad-addr.toml", &GOOD.replace("10.99.0.12", "10.99.0.300"));
+    let (code, _, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad-addr.toml:8:"), "line 8 named: {err}");
+    assert!(err.contains("address"), "key named: {err}");
+    assert!(err.contains("10.99.0.300"), "value named: {err}");
+}
+
+#[test]
+fn unknown_key_exits_2_naming_key_and_line() {
+    let p = write(
+        "unknown.toml",
+        &GOOD.replace("name = \"lb1\"", "name = \"lb1\"\nintreface = \"eth1\""),
+    );
+    let (code, _, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unknown.toml:4:") && err.contains("intreface"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_file_exits_2() {
+    let (code, _, err) = agent(&["--config", "/nonexistent/vip.toml", "--check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/vip.toml"), "{err}");
+}
+
+#[test]
+fn vrrp_is_refused_with_its_line_until_supported() {
+    let text = format!("{GOOD}\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\nvips = [\"10.99.0.100\"]\n");
+    let p = write("vrrp.toml", &text);
+    let (code, _, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("vrrp.toml:10:") && err.contains("VRRP"),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_error_exits_2() {
+    let (code, _, err) = agent(&["--bogus"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn missing_interface_is_a_runtime_error_naming_it() {
+    let p = write("noiface.toml", &GOOD.replace("eth0", "nosuchif0"));
+    let (code, _, err) = agent(&["--config", p.to_str().unwrap()]);
+    // Without root this fails earlier on privileges; either way it names the cause.
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("nosuchif0") || err.contains("CAP_BPF"),
+        "{err}"
+    );
+}
