@@ -12,6 +12,10 @@
 //!
 //! Each figure is the median of its calls; a trial measures every path, and
 //! min / median / max are over trials. Run with `cargo xtask bench`.
+#![allow(
+    clippy::too_many_lines,
+    reason = "scenario tests read best as one story"
+)]
 
 use std::{fmt::Write as _, net::Ipv4Addr, time::Duration};
 

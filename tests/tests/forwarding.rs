@@ -1,5 +1,9 @@
 //! The data plane in the netns lab, with real kernels on both ends: a client
 //! reaches the VIP through XDP on lb1 and the backends answer it directly.
+#![allow(
+    clippy::too_many_lines,
+    reason = "scenario tests read best as one story"
+)]
 
 mod common;
 
@@ -75,7 +79,19 @@ fn arp_resolves_to_lb1_and_connections_split_by_weight() {
         "the client's ARP entry for the VIP is not lb1's MAC: {neigh:?}"
     );
 
+    let rtt = lab
+        .run_in("client", || {
+            common::ping(VIP, 0x5151, Duration::from_secs(2))
+        })
+        .expect("ping the VIP");
+    eprintln!("ping VIP: {rtt:?}");
+
     let c = agent.maps().counters().expect("counters");
+    assert_eq!(
+        c[counter::ICMP_ECHO_REPLY as usize],
+        1,
+        "XDP answered the ping: {c:?}"
+    );
     assert!(
         c[counter::ARP_REPLY as usize] >= 1,
         "XDP answered ARP: {c:?}"

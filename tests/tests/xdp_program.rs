@@ -6,6 +6,10 @@
 //! Needs root (`CAP_BPF` + `CAP_NET_ADMIN`). Each test runs on a thread that has
 //! entered a fresh network namespace, so the program's ingress device (the
 //! namespace's `lo`, ifindex 1) and the veth used for redirects are private.
+#![allow(
+    clippy::too_many_lines,
+    reason = "scenario tests read best as one story"
+)]
 
 use std::{fmt::Write as _, net::Ipv4Addr, process::Command};
 

@@ -367,6 +367,7 @@ pub async fn resolve_backends(
     config: &Config,
     iface: &Iface,
     all: &[Iface],
+    known: &BTreeMap<Ipv4Addr, Resolved>,
 ) -> Result<BTreeMap<Ipv4Addr, Resolved>, AgentError> {
     let mut out = BTreeMap::new();
     let addrs: BTreeSet<Ipv4Addr> = config
@@ -376,6 +377,12 @@ pub async fn resolve_backends(
         .collect();
     for addr in addrs {
         if all.iter().any(|i| i.addrs.iter().any(|(a, _)| *a == addr)) {
+            continue;
+        }
+        // Known MACs are kept (a reload must not wait on ARP); `refresh`
+        // re-resolves everything periodically.
+        if let Some(r) = known.get(&addr) {
+            out.insert(addr, *r);
             continue;
         }
         // The XDP interface first: a backend there is reached with XDP_TX.
@@ -420,7 +427,7 @@ pub async fn resolve_backends(
                 },
             );
         } else {
-            tracing::warn!(backend = %addr, iface = %link.name, "backend does not answer ARP; it stays out of the table until it does")
+            tracing::warn!(backend = %addr, iface = %link.name, "backend does not answer ARP; it stays out of the table until it does");
         }
     }
     Ok(out)
@@ -489,7 +496,7 @@ impl Agent {
             Ids::default()
         };
         ids.assign(&config)?;
-        let macs = resolve_backends(&net, &config, &iface, &all).await?;
+        let macs = resolve_backends(&net, &config, &iface, &all, &BTreeMap::new()).await?;
         let plan = plan(&config, &ids, &iface, &all, &macs);
         // Stamp before attaching so the first packets are served.
         dp.stamp(dead_time(&config))?;
@@ -526,7 +533,7 @@ impl Agent {
         let all = self.net.interfaces().await?;
         let mut ids = self.ids.clone();
         ids.assign(&config)?;
-        let macs = resolve_backends(&self.net, &config, &self.iface, &all).await?;
+        let macs = resolve_backends(&self.net, &config, &self.iface, &all, &self.macs).await?;
         let plan = plan(&config, &ids, &self.iface, &all, &macs);
         apply(&mut self.dp, Some(&self.plan), &plan)?;
         self.config = config;
@@ -543,7 +550,8 @@ impl Agent {
     /// Re-resolves backend MACs; rewrites the maps if any changed.
     pub async fn refresh(&mut self) -> Result<(), AgentError> {
         let all = self.net.interfaces().await?;
-        let macs = resolve_backends(&self.net, &self.config, &self.iface, &all).await?;
+        let macs =
+            resolve_backends(&self.net, &self.config, &self.iface, &all, &BTreeMap::new()).await?;
         if macs != self.macs {
             let plan = plan(&self.config, &self.ids, &self.iface, &all, &macs);
             apply(&mut self.dp, Some(&self.plan), &plan)?;

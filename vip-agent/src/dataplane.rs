@@ -120,6 +120,9 @@ pub enum AttachMode {
     Native,
     /// Generic (skb) mode: works on any device, slower.
     Generic,
+    /// A link pinned by a previous agent, switched to this program; it keeps
+    /// the mode it was made in.
+    Adopted,
 }
 
 impl AttachMode {
@@ -128,6 +131,7 @@ impl AttachMode {
         match self {
             Self::Native => "native",
             Self::Generic => "generic",
+            Self::Adopted => "adopted (mode unchanged)",
         }
     }
 }
@@ -310,15 +314,8 @@ impl Dataplane {
                     source,
                 })?;
             self.pin_link(id, path)?;
-            // The mode of an adopted link is whatever the previous agent chose;
-            // the kernel keeps it, and so do we.
-            let mode = if prefer == Want::Generic {
-                AttachMode::Generic
-            } else {
-                AttachMode::Native
-            };
-            self.attached = Some(mode);
-            return Ok(mode);
+            self.attached = Some(AttachMode::Adopted);
+            return Ok(AttachMode::Adopted);
         }
         let attempts: &[(XdpMode, AttachMode)] = match prefer {
             Want::Auto => &[

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages the lab needs (`ip`).
-pub const LAB_PACKAGES: &[&str] = &["iproute2"];
+pub const LAB_PACKAGES: &[&str] = &["iproute2", "iputils-ping"];
 /// Debian packages the test suite needs.
 pub const TEST_PACKAGES: &[&str] = &["iproute2"];
 

@@ -91,6 +91,10 @@ fn vipctl(bins: &Path, bpffs: &Path, args: &[&str]) -> Result<String> {
 
 /// The live demo: lab up, agent on lb1, traffic, tables and counters, a drain
 /// that keeps open connections, a clean shutdown; the lab is removed at the end.
+#[expect(
+    clippy::too_many_lines,
+    reason = "a linear script; each step prints its result"
+)]
 pub fn run(bins: &Path) -> Result<()> {
     let t0 = Instant::now();
     let mut opts = LabOptions::unique("demo");
@@ -138,6 +142,21 @@ pub fn run(bins: &Path) -> Result<()> {
     show(
         "the client's ARP entry for the VIP (answered by XDP on lb1)",
         &neigh,
+    );
+    let ping = lab
+        .ns("client")
+        .run(
+            "ping",
+            &["-c", "3", "-i", "0.2", "-W", "1", &VIP.to_string()],
+        )
+        .unwrap_or_else(|e| format!("{e:#}"));
+    let ping: Vec<&str> = ping
+        .lines()
+        .filter(|l| l.contains("bytes from") || l.contains("packet loss") || l.contains("failed"))
+        .collect();
+    show(
+        "ping the VIP from the client (echo answered by XDP on lb1)",
+        &ping.join("\n"),
     );
     show(
         "vipctl table 10.99.0.100:5672",
@@ -188,7 +207,7 @@ pub fn run(bins: &Path) -> Result<()> {
     let (after, failed_after, _) = lab.run_in("client", || connect_many(300));
     show(
         &format!(
-            "SIGHUP with b2 at weight 0 (drain): table switched in {:?}",
+            "SIGHUP with b2 at weight 0 (drain): new table seen by vipctl after {:?}",
             drained.elapsed()
         ),
         &format!(

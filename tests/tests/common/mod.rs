@@ -236,3 +236,87 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Sends one ICMP echo request to `dst` from a raw socket and waits for the
+/// matching reply; returns the round trip. Root only.
+pub fn ping(dst: Ipv4Addr, ident: u16, timeout: Duration) -> std::io::Result<Duration> {
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_ICMP,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd we own.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let request = vip_tests::frames::icmp_echo(8, ident, 1, b"vip-ping");
+    let addr = libc::sockaddr_in {
+        sin_family: libc::sa_family_t::try_from(libc::AF_INET).expect("small"),
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(dst.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let start = Instant::now();
+    let len = u32::try_from(std::mem::size_of::<libc::sockaddr_in>()).expect("small");
+    // SAFETY: valid buffer and address.
+    if unsafe {
+        libc::sendto(
+            raw,
+            request.as_ptr().cast(),
+            request.len(),
+            0,
+            (&raw const addr).cast(),
+            len,
+        )
+    } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    while start.elapsed() < timeout {
+        let mut pfd = libc::pollfd {
+            fd: raw,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left = i32::try_from(timeout.saturating_sub(start.elapsed()).as_millis().max(1))
+            .unwrap_or(1000);
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&raw mut pfd, 1, left) } <= 0 {
+            continue;
+        }
+        let mut buf = [0u8; 256];
+        // SAFETY: valid buffer.
+        let n = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let Ok(n) = usize::try_from(n) else { continue };
+        // Raw ICMP sockets get the IP header too.
+        let ihl = usize::from(buf[0] & 0x0f) * 4;
+        if n >= ihl + 8
+            && buf[12..16] == dst.octets()
+            && buf[ihl] == 0
+            && buf[ihl + 4..ihl + 6] == ident.to_be_bytes()
+        {
+            assert_eq!(
+                vip_tests::frames::checksum(&buf[ihl..n]),
+                0,
+                "echo reply checksum"
+            );
+            assert_eq!(
+                vip_tests::frames::checksum(&buf[..ihl]),
+                0,
+                "IP header checksum"
+            );
+            return Ok(start.elapsed());
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no echo reply",
+    ))
+}

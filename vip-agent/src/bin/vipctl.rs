@@ -162,13 +162,13 @@ fn backends(maps: &Maps, json_out: bool) -> Out {
         let _ = writeln!(
             s,
             "{:<4} {:<20} {:<15} {:<17} {:>7} {:>12} {:>14}  {}",
-            r["id"],
+            r["id"].as_u64().unwrap_or(0),
             r["service"].as_str().unwrap_or("?"),
             r["address"].as_str().unwrap_or(""),
             r["mac"].as_str().unwrap_or(""),
-            r["ifindex"],
-            r["packets"],
-            r["bytes"],
+            r["ifindex"].as_u64().unwrap_or(0),
+            r["packets"].as_u64().unwrap_or(0),
+            r["bytes"].as_u64().unwrap_or(0),
             r["flags"]
                 .as_array()
                 .map(|a| a
@@ -265,9 +265,9 @@ fn table(maps: &Maps, service: &str, json_out: bool) -> Out {
         let _ = writeln!(
             s,
             "{:<4} {:<15} {:>7} {:>7.2}%",
-            r["backend_id"],
+            r["backend_id"].as_u64().unwrap_or(0),
             r["backend"].as_str().unwrap_or("(none)"),
-            r["slots"],
+            r["slots"].as_u64().unwrap_or(0),
             r["share_percent"].as_f64().unwrap_or(0.0)
         );
     }
