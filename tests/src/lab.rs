@@ -93,6 +93,22 @@ pub fn format_mac(mac: [u8; 6]) -> String {
         .join(":")
 }
 
+/// The config of a lab load balancer: `[node]` on `eth0` named `name`, pins
+/// under `bpffs`, and one TCP service on VIP:5672 over `backends`
+/// (address, weight). Used by the tests, the demo and `lab up`.
+#[must_use]
+pub fn agent_config(name: &str, bpffs: &Path, backends: &[(&str, u32)]) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|(a, w)| format!("  {{ address = \"{a}\", weight = {w} }},"))
+        .collect();
+    format!(
+        "[node]\ninterface = \"eth0\"\nname = \"{name}\"\nbpffs = \"{}\"\n\n[[service]]\nvip = \"{VIP}\"\nport = 5672\nprotocol = \"tcp\"\nbackends = [\n{}\n]\n",
+        bpffs.display(),
+        list.join("\n")
+    )
+}
+
 /// How to build a [`Lab`].
 #[derive(Clone, Debug)]
 pub struct LabOptions {

@@ -14,6 +14,7 @@ pub mod dataplane;
 pub mod maglev;
 pub mod net;
 pub mod notify;
+pub mod vrrp;
 
 /// An error and its causes on one line: `what: because: because`.
 #[must_use]

@@ -10,19 +10,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use vip_tests::lab::{Lab, LabOptions, PERSISTENT_PREFIX, STATE_DIR, VIP, format_mac};
-
-fn config(name: &str, bpffs: &Path, backends: &[(&str, u32)]) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|(a, w)| format!("  {{ address = \"{a}\", weight = {w} }},"))
-        .collect();
-    format!(
-        "[node]\ninterface = \"eth0\"\nname = \"{name}\"\nbpffs = \"{}\"\n\n[[service]]\nvip = \"{VIP}\"\nport = 5672\nprotocol = \"tcp\"\nbackends = [\n{}\n]\n",
-        bpffs.display(),
-        list.join("\n")
-    )
-}
+use vip_tests::lab::{
+    Lab, LabOptions, PERSISTENT_PREFIX, STATE_DIR, VIP, agent_config as config, format_mac,
+};
 
 /// A vip-agent child; `SIGTERMed` (clean shutdown) when dropped.
 struct AgentProc(Option<Child>, PathBuf);

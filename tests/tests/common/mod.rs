@@ -55,19 +55,7 @@ pub struct Agent {
     dir: PathBuf,
 }
 
-/// The config of a lab load balancer on `eth0` with one TCP service on
-/// VIP:5672 over `backends` (address, weight).
-pub fn config_text(name: &str, bpffs: &Path, backends: &[(&str, u32)]) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|(a, w)| format!("  {{ address = \"{a}\", weight = {w} }},"))
-        .collect();
-    format!(
-        "[node]\ninterface = \"eth0\"\nname = \"{name}\"\nbpffs = \"{}\"\n\n[[service]]\nvip = \"{VIP}\"\nport = 5672\nprotocol = \"tcp\"\nbackends = [\n{}\n]\n",
-        bpffs.display(),
-        list.join("\n")
-    )
-}
+pub use vip_tests::lab::agent_config as config_text;
 
 impl Agent {
     /// Starts vip-agent in `node` of `lab` and waits until XDP is attached

@@ -1,0 +1,1 @@
+//! VRRP advert codec (being written).
