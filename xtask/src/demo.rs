@@ -220,6 +220,8 @@ pub fn run(bins: &Path) -> Result<()> {
 pub fn lab_up(bins: &Path) -> Result<()> {
     let mut opts = LabOptions::persistent();
     opts.backend_bin = bins.join("vip-lab-backend");
+    // The backends outlive this command: they must not hold its terminal or pipe.
+    opts.log_dir = Some(PathBuf::from(STATE_DIR).join("logs"));
     let lab = Lab::up(opts)?;
     let status = lab.status();
     let bpffs = PathBuf::from(STATE_DIR).join("bpffs");
@@ -245,7 +247,12 @@ pub fn lab_up(bins: &Path) -> Result<()> {
         cfg.display()
     );
     println!(
-        "then from the client: nsenter --net=/run/netns/{PERSISTENT_PREFIX}-client sh -c 'exec 3<>/dev/tcp/{VIP}/5672; head -1 <&3'"
+        "then from the client: nsenter --net=/run/netns/{PERSISTENT_PREFIX}-client bash -c 'exec 3<>/dev/tcp/{VIP}/5672; head -1 <&3'"
+    );
+    println!(
+        "and inspect it: {} --bpffs {} stats",
+        bins.join("vipctl").display(),
+        bpffs.display()
     );
     println!("Remove it all with: cargo xtask lab down");
     Ok(())
