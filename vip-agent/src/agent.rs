@@ -243,19 +243,18 @@ pub fn plan(
     iface: &Iface,
     all: &[Iface],
     macs: &BTreeMap<Ipv4Addr, Resolved>,
+    vrrp_vips: &BTreeMap<Ipv4Addr, VipState>,
 ) -> Plan {
-    let mut vips = BTreeMap::new();
+    // VIPs of a VRRP instance are active while it is master; every other
+    // service VIP is owned statically by this node.
+    let mut vips = vrrp_vips.clone();
     let mut services = Vec::new();
     for svc in &config.services {
-        // A node without [[vrrp]] owns its VIPs statically.
-        vips.insert(
-            svc.vip,
-            VipState {
-                mac: iface.mac,
-                active: 1,
-                _pad: 0,
-            },
-        );
+        vips.entry(svc.vip).or_insert(VipState {
+            mac: iface.mac,
+            active: 1,
+            _pad: 0,
+        });
         let id = ids.service(&service_ident(svc)).expect("ids assigned");
         let backends = svc
             .backends
@@ -433,11 +432,23 @@ pub async fn resolve_backends(
     Ok(out)
 }
 
-/// The heartbeat dead time: `[node] dead_time`, else 1 s (a node without
-/// VRRP has no master-down interval to derive it from).
+/// The heartbeat dead time: `[node] dead_time`; else the shortest
+/// `Master_Down_Interval` of the node's VRRP instances (the moment a backup
+/// takes over, so a dead agent never leaves two nodes answering); else 1 s.
 #[must_use]
 pub fn dead_time(config: &Config) -> Duration {
-    config.node.dead_time.unwrap_or(Duration::from_secs(1))
+    if let Some(d) = config.node.dead_time {
+        return d;
+    }
+    config
+        .vrrp
+        .iter()
+        .map(|v| {
+            let adv = v.advert_interval;
+            adv * 3 + adv * (256 - u32::from(v.priority)) / 256
+        })
+        .min()
+        .unwrap_or(Duration::from_secs(1))
 }
 
 /// Parts of the config this build cannot run yet: refused with their line,
@@ -451,8 +462,8 @@ pub fn refuse_unsupported(config: &Config, path: &Path) -> Result<(), ConfigErro
             "{what} is not available in this version of vip yet; remove it to run a node that owns its VIPs statically"
         ),
     };
-    if let Some(v) = config.vrrp.first() {
-        return Err(refuse(v.line, "vrrp", "VRRP"));
+    if let Some(v) = config.vrrp.iter().find(|v| !v.track.is_empty()) {
+        return Err(refuse(v.line, "vrrp.track", "tracking checks"));
     }
     if let Some(c) = config.checks.first() {
         return Err(refuse(c.line, "check", "node-level checks"));
@@ -474,6 +485,8 @@ pub struct Agent {
     pub plan: Plan,
     pub macs: BTreeMap<Ipv4Addr, Resolved>,
     pub mode: AttachMode,
+    /// The node's VRRP instances (none: the node owns its VIPs statically).
+    pub vrrp: Option<crate::vrrp::instance::Runtime>,
 }
 
 impl Agent {
@@ -497,7 +510,34 @@ impl Agent {
         };
         ids.assign(&config)?;
         let macs = resolve_backends(&net, &config, &iface, &all, &BTreeMap::new()).await?;
-        let plan = plan(&config, &ids, &iface, &all, &macs);
+        let mut vrrp = if config.vrrp.is_empty() {
+            None
+        } else {
+            let primary = iface.addrs.first().map(|(a, _)| *a).ok_or_else(|| AgentError::Io {
+                what: "VRRP needs an IPv4 address on the interface (its primary address is the advert source)".into(),
+                path: PathBuf::from(&iface.name),
+                source: std::io::Error::other("no IPv4 address"),
+            })?;
+            let rt = crate::vrrp::instance::Runtime::open(
+                &config.vrrp,
+                &iface.name,
+                iface.index,
+                iface.mac,
+                primary,
+                Instant::now(),
+            )
+            .map_err(|source| AgentError::Io {
+                what: "cannot open the VRRP sockets (needs CAP_NET_RAW)".into(),
+                path: PathBuf::from(&iface.name),
+                source,
+            })?;
+            Some(rt)
+        };
+        let vrrp_vips = vrrp
+            .as_ref()
+            .map(crate::vrrp::instance::Runtime::vip_states)
+            .unwrap_or_default();
+        let plan = plan(&config, &ids, &iface, &all, &macs, &vrrp_vips);
         // Stamp before attaching so the first packets are served.
         dp.stamp(dead_time(&config))?;
         apply(&mut dp, None, &plan)?;
@@ -510,6 +550,9 @@ impl Agent {
             mac = %fmt_mac(&iface.mac),
             "XDP attached"
         );
+        if let Some(rt) = vrrp.as_mut() {
+            rt.startup(Instant::now(), &mut dp);
+        }
         Ok(Self {
             config_path,
             config,
@@ -520,6 +563,7 @@ impl Agent {
             plan,
             macs,
             mode,
+            vrrp,
         })
     }
 
@@ -534,7 +578,17 @@ impl Agent {
         let mut ids = self.ids.clone();
         ids.assign(&config)?;
         let macs = resolve_backends(&self.net, &config, &self.iface, &all, &self.macs).await?;
-        let plan = plan(&config, &ids, &self.iface, &all, &macs);
+        if config.vrrp != self.config.vrrp {
+            tracing::warn!(
+                "[[vrrp]] changed; VRRP settings apply on restart only (instances keep their role)"
+            );
+        }
+        let vrrp_vips = self
+            .vrrp
+            .as_ref()
+            .map(crate::vrrp::instance::Runtime::vip_states)
+            .unwrap_or_default();
+        let plan = plan(&config, &ids, &self.iface, &all, &macs, &vrrp_vips);
         apply(&mut self.dp, Some(&self.plan), &plan)?;
         self.config = config;
         self.ids = ids;
@@ -553,7 +607,19 @@ impl Agent {
         let macs =
             resolve_backends(&self.net, &self.config, &self.iface, &all, &BTreeMap::new()).await?;
         if macs != self.macs {
-            let plan = plan(&self.config, &self.ids, &self.iface, &all, &macs);
+            let vrrp_vips = self
+                .vrrp
+                .as_ref()
+                .map(crate::vrrp::instance::Runtime::vip_states)
+                .unwrap_or_default();
+            let plan = plan(
+                &self.config,
+                &self.ids,
+                &self.iface,
+                &all,
+                &macs,
+                &vrrp_vips,
+            );
             apply(&mut self.dp, Some(&self.plan), &plan)?;
             tracing::info!("backend link-layer addresses changed; maps rewritten");
             self.macs = macs;
@@ -586,8 +652,36 @@ impl Agent {
         if let Err(e) = crate::notify::notify("READY=1") {
             tracing::warn!(error = %e, "cannot notify the service manager ($NOTIFY_SOCKET)");
         }
+        let sock = self.vrrp.as_ref().map(|v| std::sync::Arc::clone(&v.sock));
         loop {
+            let next = self
+                .vrrp
+                .as_ref()
+                .and_then(crate::vrrp::instance::Runtime::poll_timeout);
             tokio::select! {
+                r = async {
+                    match &sock {
+                        Some(s) => s.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match r {
+                    Ok(pkt) => {
+                        if let Some(v) = self.vrrp.as_mut() {
+                            v.receive(Instant::now(), &pkt, &mut self.dp);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "VRRP receive failed"),
+                },
+                () = async {
+                    match next {
+                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(v) = self.vrrp.as_mut() {
+                        v.timeout(Instant::now(), &mut self.dp);
+                    }
+                }
                 _ = beat.tick() => self.dp.stamp(dead)?,
                 _ = refresh.tick() => {
                     if let Err(e) = self.refresh().await {
@@ -609,6 +703,9 @@ impl Agent {
         }
         tracing::info!("shutting down: detaching XDP and removing pins");
         let _ = crate::notify::notify("STOPPING=1");
+        if let Some(v) = self.vrrp.as_mut() {
+            v.shutdown(Instant::now(), &mut self.dp);
+        }
         self.dp.detach_and_unpin()?;
         Ok(())
     }

@@ -72,13 +72,18 @@ fn missing_file_exits_2() {
 }
 
 #[test]
-fn vrrp_is_refused_with_its_line_until_supported() {
-    let text = format!("{GOOD}\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\nvips = [\"10.99.0.100\"]\n");
-    let p = write("vrrp.toml", &text);
+fn vrrp_is_accepted_and_track_refused_with_its_line_until_checks_exist() {
+    let vrrp = "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\nvips = [\"10.99.0.100\"]\n";
+    let p = write("vrrp.toml", &format!("{GOOD}{vrrp}"));
+    let (code, out, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let checks = "\n[[check]]\nname = \"broker\"\nkind = \"exec\"\ncommand = \"/bin/true\"\n";
+    let tracked = format!("{GOOD}{checks}{vrrp}track = [{{ check = \"broker\", weight = -60 }}]\n");
+    let p = write("track.toml", &tracked);
     let (code, _, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("vrrp.toml:10:") && err.contains("VRRP"),
+        err.contains("track.toml:") && (err.contains("check") || err.contains("track")),
         "{err}"
     );
 }

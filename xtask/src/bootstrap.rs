@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 /// Debian packages the lab needs (`ip`).
 pub const LAB_PACKAGES: &[&str] = &["iproute2", "iputils-ping"];
 /// Debian packages the test suite needs.
-pub const TEST_PACKAGES: &[&str] = &["iproute2"];
+pub const TEST_PACKAGES: &[&str] = &["iproute2", "keepalived"];
 
 /// The bpf-linker release this project builds.
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -48,6 +48,7 @@ pub fn lab(tag: &str) -> Lab {
 pub struct Agent {
     pub child: Option<Child>,
     notify: Option<std::os::unix::net::UnixDatagram>,
+    extra: String,
     pub node: String,
     pub config: PathBuf,
     pub bpffs: PathBuf,
@@ -61,14 +62,27 @@ impl Agent {
     /// Starts vip-agent in `node` of `lab` and waits until XDP is attached
     /// (its link is pinned) and the service's table is live.
     pub fn start(lab: &Lab, node: &str, name: &str, backends: &[(&str, u32)]) -> Self {
+        Self::start_with(lab, node, name, backends, "")
+    }
+
+    /// Like [`Agent::start`], with `extra` TOML appended to the config
+    /// (kept on reloads).
+    pub fn start_with(
+        lab: &Lab,
+        node: &str,
+        name: &str,
+        backends: &[(&str, u32)],
+        extra: &str,
+    ) -> Self {
         let dir = PathBuf::from(format!("/run/vip-test/{}-{name}", lab.prefix()));
         std::fs::create_dir_all(&dir).expect("test dir");
         let bpffs = dir.join("bpffs");
         let config = dir.join("vip.toml");
-        std::fs::write(&config, config_text(name, &bpffs, backends)).expect("write config");
+        std::fs::write(&config, config_text(name, &bpffs, backends) + extra).expect("write config");
         let mut agent = Self {
             child: None,
             notify: None,
+            extra: extra.to_owned(),
             node: node.to_owned(),
             config,
             bpffs,

@@ -1,0 +1,176 @@
+//! VRRP between two vip agents in the netns lab, 10 ms adverts: the master
+//! holds the VIP (the client's ARP entry names it), and when it is killed
+//! (-9) or stopped (SIGTERM) the backup takes over while a client probes the
+//! VIP with TCP connects; the test prints the measured gap.
+
+mod common;
+
+use std::{
+    net::{SocketAddr, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::{Agent, VIP, is_root, lab, wait_for};
+use vip_tests::lab::{Lab, format_mac};
+
+fn vrrp_section(priority: u8) -> String {
+    format!(
+        "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"10ms\"\nvips = [\"{VIP}\"]\ngarp = {{ count = 3, interval = \"5ms\" }}\n"
+    )
+}
+
+fn start(lab: &Lab, node: &str, priority: u8) -> Agent {
+    Agent::start_with(
+        lab,
+        node,
+        node,
+        &[("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)],
+        &vrrp_section(priority),
+    )
+}
+
+/// Whether `agent`'s VIP table marks the VIP active.
+fn active(agent: &Agent) -> bool {
+    agent
+        .maps()
+        .vips()
+        .ok()
+        .and_then(|v| v.get(&VIP).map(|s| s.active == 1))
+        .unwrap_or(false)
+}
+
+fn client_arp(lab: &Lab) -> String {
+    lab.ns("client")
+        .ip(&["neigh", "show", &VIP.to_string()])
+        .unwrap_or_default()
+}
+
+/// Probes VIP:5672 from the client every 2 ms (each connect may take 50 ms)
+/// until stopped or 30 s pass; returns the instants of successful connects.
+fn probe(lab: &Lab, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Instant>> {
+    lab.spawn_thread_in("client", move || {
+        let mut ok = Vec::new();
+        let end = Instant::now() + Duration::from_secs(30);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+            if let Ok(s) = TcpStream::connect_timeout(
+                &SocketAddr::from((VIP, 5672)),
+                Duration::from_millis(50),
+            ) {
+                drop(s);
+                ok.push(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        ok
+    })
+}
+
+/// The longest stretch without a successful connect that spans `fault`.
+fn gap_around(ok: &[Instant], fault: Instant) -> Duration {
+    let before = ok
+        .iter()
+        .rev()
+        .find(|t| **t <= fault)
+        .copied()
+        .unwrap_or(fault);
+    let after = ok
+        .iter()
+        .find(|t| **t > fault)
+        .copied()
+        .expect("the probe resumed after the fault");
+    after - before
+}
+
+#[test]
+fn backup_takes_over_on_kill_and_on_sigterm() {
+    if !is_root() {
+        eprintln!("skipping: netns tests need root");
+        return;
+    }
+    let lab = lab("vrrp");
+    let lb1_mac = format_mac(lab.mac("lb1"));
+    let lb2_mac = format_mac(lab.mac("lb2"));
+    let mut lb1 = start(&lab, "lb1", 150);
+    let lb2 = start(&lab, "lb2", 100);
+
+    // Election: lb1 (150) becomes master, lb2 stays backup.
+    wait_for("lb1 master, lb2 backup", Duration::from_secs(5), || {
+        (active(&lb1) && !active(&lb2)).then_some(())
+    });
+    let _ = lab.run_in("client", || common::who_answers(Duration::from_secs(1)));
+    wait_for(
+        "the client's ARP entry to name lb1",
+        Duration::from_secs(2),
+        || client_arp(&lab).contains(&lb1_mac).then_some(()),
+    );
+
+    // kill -9 the master agent while the client probes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = probe(&lab, Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(300));
+    let fault = Instant::now();
+    lb1.kill9();
+    wait_for("lb2 to become master", Duration::from_secs(3), || {
+        active(&lb2).then_some(())
+    });
+    let took_over = fault.elapsed();
+    wait_for(
+        "the client's ARP entry to name lb2",
+        Duration::from_secs(2),
+        || client_arp(&lab).contains(&lb2_mac).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let ok = prober.join().expect("prober");
+    let gap = gap_around(&ok, fault);
+    eprintln!(
+        "kill -9: lb2 master after {took_over:?}; client gap {gap:?} ({} probes answered)",
+        ok.len()
+    );
+    assert!(
+        gap < Duration::from_secs(2),
+        "the probe resumed through lb2"
+    );
+
+    // lb1 comes back and preempts (higher priority); then SIGTERM it.
+    lb1.spawn(&lab);
+    wait_for("lb1 master again (preempt)", Duration::from_secs(5), || {
+        (active(&lb1) && !active(&lb2)).then_some(())
+    });
+    wait_for(
+        "the client's ARP entry to name lb1 again",
+        Duration::from_secs(2),
+        || client_arp(&lab).contains(&lb1_mac).then_some(()),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = probe(&lab, Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(300));
+    let fault = Instant::now();
+    let st = lb1.stop();
+    assert!(st.success(), "clean exit: {st}");
+    wait_for("lb2 to become master", Duration::from_secs(3), || {
+        active(&lb2).then_some(())
+    });
+    let took_over = fault.elapsed();
+    wait_for(
+        "the client's ARP entry to name lb2",
+        Duration::from_secs(2),
+        || client_arp(&lab).contains(&lb2_mac).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let ok = prober.join().expect("prober");
+    let gap = gap_around(&ok, fault);
+    eprintln!(
+        "SIGTERM: lb2 master after {took_over:?}; client gap {gap:?} ({} probes answered)",
+        ok.len()
+    );
+    assert!(
+        gap < Duration::from_secs(2),
+        "the probe resumed through lb2"
+    );
+}

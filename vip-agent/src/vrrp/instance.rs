@@ -1,0 +1,373 @@
+//! The thin shell around one VRRP instance: turns received datagrams into
+//! machine inputs (after the receive checks, each counted) and machine
+//! actions into adverts, VIP-table writes, gratuitous ARP and notify hooks.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use vip_common::VipState;
+
+use super::{
+    machine::{Action, Incoming, Machine, Params, State},
+    packet::{
+        AdvertRepr, Auth, ChecksumForm, ChecksumForms, Packet, ParseOptions, Version, check_ttl,
+    },
+    transport::{GarpSocket, Received, VRRP_GROUP, VrrpSocket},
+};
+use crate::{config, dataplane::Dataplane};
+
+/// keepalived's virtual MAC for a VRID: 00:00:5e:00:01:<vrid>.
+#[must_use]
+pub fn virtual_mac(vrid: u8) -> [u8; 6] {
+    [0x00, 0x00, 0x5e, 0x00, 0x01, vrid]
+}
+
+/// One configured instance and its machine.
+pub struct Instance {
+    pub cfg: config::Vrrp,
+    pub machine: Machine,
+    /// MAC the VIPs are answered with.
+    pub mac: [u8; 6],
+    pub primary: Ipv4Addr,
+    /// Adverts dropped by reason (`DropReason::counter_name`).
+    pub dropped: BTreeMap<&'static str, u64>,
+    pub sent: u64,
+    pub received: u64,
+    pub transitions: u64,
+    pub since: Instant,
+    last_drop_log: Option<Instant>,
+}
+
+fn version(v: u8) -> Version {
+    if v == 2 { Version::V2 } else { Version::V3 }
+}
+
+fn auth(cfg: &config::Vrrp) -> Auth {
+    match (&cfg.auth_pass, cfg.version) {
+        (Some(p), 2) => {
+            let mut pw = [0u8; 8];
+            let n = p.len().min(8);
+            pw[..n].copy_from_slice(&p.as_bytes()[..n]);
+            Auth::Password(pw)
+        }
+        _ => Auth::None,
+    }
+}
+
+impl Instance {
+    #[must_use]
+    pub fn new(cfg: config::Vrrp, iface_mac: [u8; 6], primary: Ipv4Addr, now: Instant) -> Self {
+        let machine = Machine::new(Params {
+            vrid: cfg.vrid,
+            priority: cfg.priority,
+            version: cfg.version,
+            advert_interval: cfg.advert_interval,
+            preempt: cfg.preempt,
+            preempt_delay: cfg.preempt_delay,
+            primary,
+        });
+        let mac = if cfg.virtual_mac {
+            virtual_mac(cfg.vrid)
+        } else {
+            iface_mac
+        };
+        Self {
+            cfg,
+            machine,
+            mac,
+            primary,
+            dropped: BTreeMap::new(),
+            sent: 0,
+            received: 0,
+            transitions: 0,
+            since: now,
+            last_drop_log: None,
+        }
+    }
+
+    /// `Master_Down_Interval` with our own interval and priority: the time a
+    /// backup waits, and so the heartbeat dead time.
+    #[must_use]
+    pub fn master_down(&self) -> Duration {
+        self.machine.master_down_interval()
+    }
+
+    fn parse_options(&self) -> ParseOptions {
+        ParseOptions {
+            expect: version(self.cfg.version),
+            vrid: self.cfg.vrid,
+            auth: auth(&self.cfg),
+            v2_interval_s: (self.cfg.version == 2)
+                .then(|| u8::try_from(self.cfg.advert_interval.as_secs()).unwrap_or(u8::MAX)),
+            unicast_peers: self.cfg.unicast_peers.clone(),
+            checksum_forms: ChecksumForms::ALL,
+        }
+    }
+
+    /// Runs the receive checks on `pkt`; on success feeds the machine.
+    pub fn receive(&mut self, now: Instant, pkt: &Received) {
+        let checked = check_ttl(pkt.ttl).and_then(|()| {
+            let packet = Packet::new_checked(&pkt.payload[..])?;
+            AdvertRepr::parse(&packet, pkt.src, pkt.dst, &self.parse_options())
+        });
+        match checked {
+            Ok(adv) => {
+                self.received += 1;
+                self.machine.handle_advert(
+                    now,
+                    Incoming {
+                        src: pkt.src,
+                        priority: adv.priority,
+                        interval: Duration::from_millis(u64::from(adv.interval_cs) * 10),
+                    },
+                );
+            }
+            Err(reason) => {
+                *self.dropped.entry(reason.counter_name()).or_default() += 1;
+                // At most one log line per second per instance.
+                if self
+                    .last_drop_log
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+                {
+                    self.last_drop_log = Some(now);
+                    tracing::warn!(instance = %self.cfg.name, from = %pkt.src, reason = %reason, "VRRP advert dropped");
+                }
+            }
+        }
+    }
+
+    /// The advert this instance sends now with `priority`.
+    fn advert(&self, priority: u8, dst: Ipv4Addr) -> Result<Vec<u8>, super::packet::EmitError> {
+        let interval_cs =
+            u16::try_from(self.cfg.advert_interval.as_millis() / 10).unwrap_or(u16::MAX);
+        AdvertRepr {
+            version: version(self.cfg.version),
+            vrid: self.cfg.vrid,
+            priority,
+            interval_cs,
+            addresses: self.cfg.vips.clone(),
+            auth: auth(&self.cfg),
+        }
+        .emit(self.primary, dst, ChecksumForm::default())
+    }
+
+    /// Carries out every pending action. VIP-table writes happen here, in the
+    /// same step as the advert; GARP bursts and notify hooks run as tasks and
+    /// never block the machine.
+    pub fn drain_actions(&mut self, sock: &VrrpSocket, garp: &Arc<GarpSocket>, dp: &mut Dataplane) {
+        while let Some(action) = self.machine.poll_action() {
+            match action {
+                Action::SendAdvert { priority } => {
+                    let dsts: Vec<Ipv4Addr> = if self.cfg.unicast_peers.is_empty() {
+                        vec![VRRP_GROUP]
+                    } else {
+                        self.cfg.unicast_peers.clone()
+                    };
+                    for dst in dsts {
+                        let sent = self
+                            .advert(priority, dst)
+                            .map_err(std::io::Error::other)
+                            .and_then(|bytes| sock.send(&bytes, dst));
+                        match sent {
+                            Ok(()) => self.sent += 1,
+                            Err(e) => {
+                                tracing::warn!(instance = %self.cfg.name, %dst, error = %e, "cannot send VRRP advert");
+                            }
+                        }
+                    }
+                }
+                Action::BecomeMaster => self.set_vips(dp, true, "master"),
+                Action::BecomeBackup => self.set_vips(dp, false, "backup"),
+                Action::EnterFault => self.set_vips(dp, false, "fault"),
+                Action::SendGarp => self.garp_burst(garp),
+                Action::Notify(state) => self.notify(state),
+            }
+        }
+    }
+
+    fn set_vips(&mut self, dp: &mut Dataplane, active: bool, role: &str) {
+        for vip in &self.cfg.vips {
+            let state = VipState {
+                mac: self.mac,
+                active: u8::from(active),
+                _pad: 0,
+            };
+            if let Err(e) = dp.set_vip(*vip, state) {
+                tracing::error!(instance = %self.cfg.name, %vip, error = %crate::error_chain(&e), "cannot write the VIP table");
+            }
+        }
+        self.transitions += 1;
+        self.since = Instant::now();
+        tracing::info!(
+            instance = %self.cfg.name,
+            vrid = self.cfg.vrid,
+            priority = self.machine.priority(),
+            vips = ?self.cfg.vips,
+            "{role}"
+        );
+    }
+
+    fn garp_burst(&self, garp: &Arc<GarpSocket>) {
+        let (garp, mac, vips) = (Arc::clone(garp), self.mac, self.cfg.vips.clone());
+        let (count, interval, name) = (
+            self.cfg.garp.count,
+            self.cfg.garp.interval,
+            self.cfg.name.clone(),
+        );
+        tokio::spawn(async move {
+            for i in 0..count {
+                if i > 0 {
+                    tokio::time::sleep(interval).await;
+                }
+                for vip in &vips {
+                    if let Err(e) = garp.send(mac, *vip) {
+                        tracing::warn!(instance = %name, %vip, error = %e, "cannot send gratuitous ARP");
+                    }
+                }
+            }
+        });
+    }
+
+    fn notify(&self, state: State) {
+        let Some(script) = self.cfg.notify.clone() else {
+            return;
+        };
+        let word = match state {
+            State::Master => "master",
+            State::Backup => "backup",
+            State::Fault => "fault",
+            State::Initialize => return,
+        };
+        spawn_notify(script, word, self.cfg.name.clone());
+    }
+}
+
+/// Runs `script <state> <instance>` in the background and reaps it.
+fn spawn_notify(script: PathBuf, state: &'static str, instance: String) {
+    tokio::spawn(async move {
+        match tokio::process::Command::new(&script)
+            .arg(state)
+            .arg(&instance)
+            .kill_on_drop(false)
+            .status()
+            .await
+        {
+            Ok(st) if st.success() => {}
+            Ok(st) => {
+                tracing::warn!(script = %script.display(), state, instance, status = %st, "notify script failed");
+            }
+            Err(e) => {
+                tracing::warn!(script = %script.display(), error = %e, "cannot run the notify script");
+            }
+        }
+    });
+}
+
+/// Every VRRP instance of the node, the shared VRRP socket and the GARP socket.
+pub struct Runtime {
+    pub sock: Arc<VrrpSocket>,
+    garp: Arc<GarpSocket>,
+    pub instances: Vec<Instance>,
+    /// Adverts for a VRID this node does not run.
+    pub unknown_vrid: u64,
+}
+
+impl Runtime {
+    /// Opens the sockets on `iface` (index `ifindex`, MAC `mac`), sending from
+    /// `primary`. Needs `CAP_NET_RAW`.
+    pub fn open(
+        vrrp: &[config::Vrrp],
+        iface: &str,
+        ifindex: u32,
+        mac: [u8; 6],
+        primary: Ipv4Addr,
+        now: Instant,
+    ) -> std::io::Result<Self> {
+        let multicast = vrrp.iter().any(|v| v.unicast_peers.is_empty());
+        Ok(Self {
+            sock: Arc::new(VrrpSocket::open(iface, ifindex, primary, multicast)?),
+            garp: Arc::new(GarpSocket::open(ifindex)?),
+            instances: vrrp
+                .iter()
+                .map(|c| Instance::new(c.clone(), mac, primary, now))
+                .collect(),
+            unknown_vrid: 0,
+        })
+    }
+
+    /// The VIP-table state every instance's VIPs should have now.
+    #[must_use]
+    pub fn vip_states(&self) -> BTreeMap<Ipv4Addr, VipState> {
+        let mut out = BTreeMap::new();
+        for i in &self.instances {
+            let active = u8::from(i.machine.state() == State::Master);
+            for vip in &i.cfg.vips {
+                out.insert(
+                    *vip,
+                    VipState {
+                        mac: i.mac,
+                        active,
+                        _pad: 0,
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    fn drain(&mut self, dp: &mut Dataplane) {
+        for i in &mut self.instances {
+            i.drain_actions(&self.sock, &self.garp, dp);
+        }
+    }
+
+    /// Starts every machine (an address owner becomes master at once).
+    pub fn startup(&mut self, now: Instant, dp: &mut Dataplane) {
+        for i in &mut self.instances {
+            i.machine.handle_startup(now);
+        }
+        self.drain(dp);
+    }
+
+    /// Hands a received datagram to the instance with its VRID.
+    pub fn receive(&mut self, now: Instant, pkt: &Received, dp: &mut Dataplane) {
+        let vrid = pkt.payload.get(1).copied();
+        match self.instances.iter_mut().find(|i| Some(i.cfg.vrid) == vrid) {
+            Some(i) => {
+                i.receive(now, pkt);
+                i.drain_actions(&self.sock, &self.garp, dp);
+            }
+            None => self.unknown_vrid += 1,
+        }
+    }
+
+    /// The earliest timer of any machine.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.instances
+            .iter()
+            .filter_map(|i| i.machine.poll_timeout())
+            .min()
+    }
+
+    /// Fires expired timers.
+    pub fn timeout(&mut self, now: Instant, dp: &mut Dataplane) {
+        for i in &mut self.instances {
+            i.machine.handle_timeout(now);
+        }
+        self.drain(dp);
+    }
+
+    /// Graceful shutdown: a master sends priority 0 and withdraws its VIPs.
+    pub fn shutdown(&mut self, now: Instant, dp: &mut Dataplane) {
+        for i in &mut self.instances {
+            i.machine.handle_shutdown(now);
+        }
+        self.drain(dp);
+    }
+}
