@@ -50,6 +50,8 @@ enum Verb {
     Table { service: String },
     /// Packet counters by verdict.
     Stats,
+    /// VIPs: whether this node holds each one now, and the MAC it answers with.
+    Vips,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Verb::Flows => flows(&maps, args.json),
         Verb::Table { service } => table(&maps, service, args.json),
         Verb::Stats => stats(&maps, args.json),
+        Verb::Vips => vips(&maps, args.json),
     };
     match out {
         Ok(text) => {
@@ -301,4 +304,48 @@ fn stats(maps: &Maps, json_out: bool) -> Out {
         hb.dead_after_ns / 1_000_000
     );
     Ok(s)
+}
+
+fn vips(maps: &Maps, json_out: bool) -> Out {
+    let hb = maps.heartbeat().map_err(|e| fail(&e))?;
+    let fresh = hb.is_fresh(vip_agent::dataplane::monotonic_ns());
+    let rows: Vec<_> = maps
+        .vips()
+        .map_err(|e| fail(&e))?
+        .into_iter()
+        .map(|(vip, st)| {
+            json!({
+                "vip": vip.to_string(),
+                "active": st.active == 1,
+                "answering": st.active == 1 && fresh,
+                "mac": fmt_mac(&st.mac),
+            })
+        })
+        .collect();
+    if json_out {
+        return Ok(serde_json::to_string_pretty(&rows).expect("json"));
+    }
+    let mut s = format!(
+        "{:<15} {:<8} {:<10} {}\n",
+        "vip", "role", "answering", "mac"
+    );
+    for r in &rows {
+        let active = r["active"].as_bool().unwrap_or(false);
+        let _ = writeln!(
+            s,
+            "{:<15} {:<8} {:<10} {}",
+            r["vip"].as_str().unwrap_or(""),
+            if active { "master" } else { "backup" },
+            if r["answering"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "no"
+            },
+            r["mac"].as_str().unwrap_or("")
+        );
+    }
+    if !fresh {
+        s.push_str("(heartbeat stale: the agent is not running or hung; XDP is passive)\n");
+    }
+    Ok(s.trim_end().to_owned())
 }
