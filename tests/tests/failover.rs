@@ -2,6 +2,10 @@
 //! holds the VIP (the client's ARP entry names it), and when it is killed
 //! (-9) or stopped (SIGTERM) the backup takes over while a client probes the
 //! VIP with TCP connects; the test prints the measured gap.
+#![allow(
+    clippy::too_many_lines,
+    reason = "scenario tests read best as one story"
+)]
 
 mod common;
 
@@ -86,7 +90,7 @@ fn gap_around(ok: &[Instant], fault: Instant) -> Duration {
 }
 
 #[test]
-fn backup_takes_over_on_kill_and_on_sigterm() {
+fn backup_takes_over_on_kill_sigterm_and_link_down() {
     if !is_root() {
         eprintln!("skipping: netns tests need root");
         return;
@@ -172,5 +176,59 @@ fn backup_takes_over_on_kill_and_on_sigterm() {
     assert!(
         gap < Duration::from_secs(2),
         "the probe resumed through lb2"
+    );
+
+    // lb1 again; then its link goes down: Fault (VIPs withdrawn), lb2 takes over.
+    lb1.spawn(&lab);
+    wait_for("lb1 master again (preempt)", Duration::from_secs(5), || {
+        (active(&lb1) && !active(&lb2)).then_some(())
+    });
+    wait_for(
+        "the client's ARP entry to name lb1 again",
+        Duration::from_secs(2),
+        || client_arp(&lab).contains(&lb1_mac).then_some(()),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = probe(&lab, Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(300));
+    let fault = Instant::now();
+    lab.ns("lb1")
+        .ip(&["link", "set", "eth0", "down"])
+        .expect("link down");
+    wait_for("lb2 to become master", Duration::from_secs(3), || {
+        active(&lb2).then_some(())
+    });
+    let took_over = fault.elapsed();
+    wait_for(
+        "lb1 to withdraw the VIP (fault)",
+        Duration::from_secs(2),
+        || (!active(&lb1)).then_some(()),
+    );
+    wait_for(
+        "the client's ARP entry to name lb2",
+        Duration::from_secs(2),
+        || client_arp(&lab).contains(&lb2_mac).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let ok = prober.join().expect("prober");
+    let gap = gap_around(&ok, fault);
+    eprintln!(
+        "link down: lb2 master after {took_over:?}; client gap {gap:?} ({} probes answered)",
+        ok.len()
+    );
+    assert!(
+        gap < Duration::from_secs(2),
+        "the probe resumed through lb2"
+    );
+
+    // Link back: lb1 leaves Fault, hears lb2, preempts with its higher priority.
+    lab.ns("lb1")
+        .ip(&["link", "set", "eth0", "up"])
+        .expect("link up");
+    wait_for(
+        "lb1 master after its link is back",
+        Duration::from_secs(5),
+        || (active(&lb1) && !active(&lb2)).then_some(()),
     );
 }

@@ -2,6 +2,10 @@
 //! in the same VRRP group: vip on lb1, keepalived on lb2. The right node holds
 //! the VIP — seen from the client's ARP entry, from vip's VIP table and from
 //! keepalived's `ip addr` — and mastership moves both ways.
+#![allow(
+    clippy::too_many_lines,
+    reason = "scenario tests read best as one story"
+)]
 
 mod common;
 

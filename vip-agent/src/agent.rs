@@ -653,6 +653,10 @@ impl Agent {
             tracing::warn!(error = %e, "cannot notify the service manager ($NOTIFY_SOCKET)");
         }
         let sock = self.vrrp.as_ref().map(|v| std::sync::Arc::clone(&v.sock));
+        let mut link_events = match &self.vrrp {
+            Some(_) => Some(crate::net::watch_link(self.iface.index)?),
+            None => None,
+        };
         loop {
             let next = self
                 .vrrp
@@ -672,6 +676,17 @@ impl Agent {
                     }
                     Err(e) => tracing::warn!(error = %e, "VRRP receive failed"),
                 },
+                Some(up) = async {
+                    match link_events.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    tracing::info!(iface = %self.iface.name, up, "link state changed");
+                    if let Some(v) = self.vrrp.as_mut() {
+                        v.link(Instant::now(), up, &mut self.dp);
+                    }
+                }
                 () = async {
                     match next {
                         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -704,7 +719,7 @@ impl Agent {
         tracing::info!("shutting down: detaching XDP and removing pins");
         let _ = crate::notify::notify("STOPPING=1");
         if let Some(v) = self.vrrp.as_mut() {
-            v.shutdown(Instant::now(), &mut self.dp);
+            v.shutdown(&mut self.dp, dead).await;
         }
         self.dp.detach_and_unpin()?;
         Ok(())

@@ -288,3 +288,43 @@ pub fn fmt_mac(mac: &[u8; 6]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+/// Watches the link state of `ifindex` through rtnetlink notifications
+/// (`RTMGRP_LINK`) and sends `true` (administratively up with carrier) or
+/// `false` on every change. Must be called inside a tokio runtime.
+pub fn watch_link(ifindex: u32) -> Result<tokio::sync::mpsc::UnboundedReceiver<bool>, NetError> {
+    use futures::StreamExt as _;
+    use netlink_packet_core::NetlinkPayload;
+    use netlink_packet_route::{RouteNetlinkMessage, link::LinkFlag};
+    use netlink_sys::AsyncSocket as _;
+
+    let (mut conn, _handle, mut messages) =
+        rtnetlink::new_connection().map_err(NetError::Socket)?;
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&netlink_sys::SocketAddr::new(
+            0,
+            rtnetlink::constants::RTMGRP_LINK,
+        ))
+        .map_err(NetError::Socket)?;
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut last = None;
+        while let Some((msg, _)) = messages.next().await {
+            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = msg.payload
+                && link.header.index == ifindex
+            {
+                let up = link.header.flags.contains(&LinkFlag::Up)
+                    && link.header.flags.contains(&LinkFlag::LowerUp);
+                if last != Some(up) {
+                    last = Some(up);
+                    if tx.send(up).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(rx)
+}

@@ -160,6 +160,20 @@ impl Instance {
     /// same step as the advert; GARP bursts and notify hooks run as tasks and
     /// never block the machine.
     pub fn drain_actions(&mut self, sock: &VrrpSocket, garp: &Arc<GarpSocket>, dp: &mut Dataplane) {
+        self.drain_actions_deferring(sock, garp, dp, false);
+    }
+
+    /// As [`Instance::drain_actions`]; with `defer_withdraw`, a `BecomeBackup`
+    /// leaves the VIPs active and returns `true` so the caller withdraws them
+    /// later (graceful shutdown: make before break).
+    fn drain_actions_deferring(
+        &mut self,
+        sock: &VrrpSocket,
+        garp: &Arc<GarpSocket>,
+        dp: &mut Dataplane,
+        defer_withdraw: bool,
+    ) -> bool {
+        let mut deferred = false;
         while let Some(action) = self.machine.poll_action() {
             match action {
                 Action::SendAdvert { priority } => {
@@ -182,12 +196,14 @@ impl Instance {
                     }
                 }
                 Action::BecomeMaster => self.set_vips(dp, true, "master"),
+                Action::BecomeBackup if defer_withdraw => deferred = true,
                 Action::BecomeBackup => self.set_vips(dp, false, "backup"),
                 Action::EnterFault => self.set_vips(dp, false, "fault"),
                 Action::SendGarp => self.garp_burst(garp),
                 Action::Notify(state) => self.notify(state),
             }
         }
+        deferred
     }
 
     fn set_vips(&mut self, dp: &mut Dataplane, active: bool, role: &str) {
@@ -363,11 +379,57 @@ impl Runtime {
         self.drain(dp);
     }
 
-    /// Graceful shutdown: a master sends priority 0 and withdraws its VIPs.
-    pub fn shutdown(&mut self, now: Instant, dp: &mut Dataplane) {
+    /// The VRRP interface went down (every instance to Fault, VIPs withdrawn)
+    /// or came back (Backup, then the usual election).
+    pub fn link(&mut self, now: Instant, up: bool, dp: &mut Dataplane) {
         for i in &mut self.instances {
-            i.machine.handle_shutdown(now);
+            i.machine.handle_link(now, up);
         }
         self.drain(dp);
+    }
+
+    /// Graceful shutdown: a master sends priority 0, and keeps forwarding
+    /// until the new master's first advert arrives (it has sent its GARP by
+    /// then) or one `Master_Down_Interval` passes; then it withdraws its VIPs.
+    /// Both nodes forward through identical tables meanwhile, so clients
+    /// see no gap while their ARP entries move. Heartbeat stamps keep XDP
+    /// acting for that long.
+    pub async fn shutdown(&mut self, dp: &mut Dataplane, dead_after: Duration) {
+        let now = Instant::now();
+        let mut waiting = Vec::new();
+        for (n, i) in self.instances.iter_mut().enumerate() {
+            i.machine.handle_shutdown(now);
+            if i.drain_actions_deferring(&self.sock, &self.garp, dp, true) {
+                waiting.push(n);
+            }
+        }
+        let limit = waiting
+            .iter()
+            .map(|n| self.instances[*n].master_down())
+            .max()
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + limit;
+        while !waiting.is_empty() {
+            let _ = dp.stamp(dead_after);
+            let tick = tokio::time::sleep(Duration::from_millis(5).min(dead_after / 2));
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => break,
+                () = tick => {}
+                r = self.sock.recv() => {
+                    let Ok(pkt) = r else { continue };
+                    let vrid = pkt.payload.get(1).copied();
+                    let priority = pkt.payload.get(2).copied().unwrap_or(0);
+                    waiting.retain(|n| {
+                        let i = &self.instances[*n];
+                        !(Some(i.cfg.vrid) == vrid && priority > 0 && pkt.src != i.primary)
+                    });
+                }
+            }
+        }
+        for i in &mut self.instances {
+            if i.machine.state() != State::Master {
+                i.set_vips(dp, false, "stopped");
+            }
+        }
     }
 }
