@@ -232,3 +232,74 @@ fn backup_takes_over_on_kill_sigterm_and_link_down() {
         || (active(&lb1) && !active(&lb2)).then_some(()),
     );
 }
+
+/// The master repeats a gratuitous ARP every `garp.refresh`, which repairs a
+/// client whose ARP entry names the wrong node (the classic stale entry after
+/// a split); and the notify hook runs with `<state> <instance>`.
+#[test]
+fn garp_refresh_repairs_a_stale_entry_and_notify_runs() {
+    if !is_root() {
+        eprintln!("skipping: netns tests need root");
+        return;
+    }
+    let lab = lab("garp");
+    let lb1_mac = format_mac(lab.mac("lb1"));
+    let lb2_mac = format_mac(lab.mac("lb2"));
+    let dir = std::path::PathBuf::from(format!("/run/vip-test/{}-notify", lab.prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("notify.sh");
+    let log = dir.join("notify.log");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$1 $2\" >> {}\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let section = |prio: u8| {
+        format!(
+            "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"10ms\"\nvips = [\"{VIP}\"]\nnotify = \"{}\"\ngarp = {{ count = 1, interval = \"10ms\", refresh = \"200ms\" }}\n",
+            script.display()
+        )
+    };
+    let backends = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
+    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &backends, &section(150));
+    let lb2 = Agent::start_with(&lab, "lb2", "lb2", &backends, &section(100));
+    wait_for("lb1 master, lb2 backup", Duration::from_secs(5), || {
+        (active(&lb1) && !active(&lb2)).then_some(())
+    });
+    let _ = lab.run_in("client", || common::who_answers(Duration::from_secs(1)));
+    wait_for("client ARP -> lb1", Duration::from_secs(2), || {
+        client_arp(&lab).contains(&lb1_mac).then_some(())
+    });
+
+    // Poison the client's entry with lb2's MAC; the periodic GARP repairs it
+    // (Linux lets an ARP override an entry once it is older than locktime, 1 s).
+    lab.ns("client")
+        .ip(&[
+            "neigh",
+            "replace",
+            &VIP.to_string(),
+            "lladdr",
+            &lb2_mac,
+            "dev",
+            "eth0",
+            "nud",
+            "reachable",
+        ])
+        .unwrap();
+    assert!(client_arp(&lab).contains(&lb2_mac));
+    wait_for(
+        "the refresh GARP to repair the entry",
+        Duration::from_secs(4),
+        || client_arp(&lab).contains(&lb1_mac).then_some(()),
+    );
+
+    let text = wait_for("the notify hooks", Duration::from_secs(2), || {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        (t.contains("master VI_1") && t.contains("backup VI_1")).then_some(t)
+    });
+    eprintln!("notify log:\n{text}");
+    drop(lb1);
+    drop(lb2);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -235,7 +235,9 @@ pub struct Garp {
     pub count: u32,
     /// Gap between them (default 10ms).
     pub interval: Duration,
-    /// Repeat the burst this often while master; 0s (the default) never does.
+    /// While master, send one gratuitous ARP per VIP this often, so a host
+    /// that picked the wrong MAC (after a split) is corrected; 0s disables.
+    /// Default 30s.
     pub refresh: Duration,
 }
 
@@ -244,7 +246,7 @@ impl Default for Garp {
         Self {
             count: 5,
             interval: Duration::from_millis(10),
-            refresh: Duration::ZERO,
+            refresh: Duration::from_secs(30),
         }
     }
 }

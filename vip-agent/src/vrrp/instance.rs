@@ -41,6 +41,8 @@ pub struct Instance {
     pub transitions: u64,
     pub since: Instant,
     last_drop_log: Option<Instant>,
+    /// When the next periodic gratuitous ARP is due (master only).
+    refresh_at: Option<Instant>,
 }
 
 fn version(v: u8) -> Version {
@@ -87,6 +89,7 @@ impl Instance {
             transitions: 0,
             since: now,
             last_drop_log: None,
+            refresh_at: None,
         }
     }
 
@@ -219,6 +222,8 @@ impl Instance {
         }
         self.transitions += 1;
         self.since = Instant::now();
+        let refresh = self.cfg.garp.refresh;
+        self.refresh_at = (active && !refresh.is_zero()).then(|| self.since + refresh);
         tracing::info!(
             instance = %self.cfg.name,
             vrid = self.cfg.vrid,
@@ -371,10 +376,20 @@ impl Runtime {
             .min()
     }
 
-    /// Fires expired timers.
+    /// Fires expired timers, and the periodic gratuitous ARP of masters.
     pub fn timeout(&mut self, now: Instant, dp: &mut Dataplane) {
         for i in &mut self.instances {
             i.machine.handle_timeout(now);
+            if let Some(at) = i.refresh_at
+                && at <= now
+            {
+                i.refresh_at = Some(now + i.cfg.garp.refresh);
+                for vip in &i.cfg.vips {
+                    if let Err(e) = self.garp.send(i.mac, *vip) {
+                        tracing::warn!(instance = %i.cfg.name, %vip, error = %e, "cannot send gratuitous ARP");
+                    }
+                }
+            }
         }
         self.drain(dp);
     }
