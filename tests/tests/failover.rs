@@ -257,7 +257,7 @@ fn garp_refresh_repairs_a_stale_entry_and_notify_runs() {
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let section = |prio: u8| {
         format!(
-            "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"10ms\"\nvips = [\"{VIP}\"]\nnotify = \"{}\"\ngarp = {{ count = 1, interval = \"10ms\", refresh = \"200ms\" }}\n",
+            "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"100ms\"\nvips = [\"{VIP}\"]\nnotify = \"{}\"\ngarp = {{ count = 1, interval = \"10ms\", refresh = \"200ms\" }}\n",
             script.display()
         )
     };
