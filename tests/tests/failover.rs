@@ -303,3 +303,54 @@ fn garp_refresh_repairs_a_stale_entry_and_notify_runs() {
     drop(lb2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// keepalived's `track_script` + `weight`: while lb1's exec check fails its
+/// priority drops by 60 (150 -> 90), below lb2's 100, and lb2 takes over;
+/// when the check passes again lb1 takes the VIP back.
+#[test]
+fn a_failing_tracked_check_moves_mastership() {
+    if !is_root() {
+        eprintln!("skipping: netns tests need root");
+        return;
+    }
+    let lab = lab("trk");
+    let dir = std::path::PathBuf::from(format!("/run/vip-test/{}-track", lab.prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let flag = dir.join("broker-down");
+    // Each node checks its own broker: only lb1's flag is ever raised.
+    let section = |prio: u8, flag: &std::path::Path| {
+        format!(
+            "\n[[check]]\nname = \"broker\"\nkind = \"exec\"\ncommand = \"test ! -e {}\"\ninterval = \"50ms\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n\
+             \n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{VIP}\"]\ntrack = [{{ check = \"broker\", weight = -60 }}]\n",
+            flag.display()
+        )
+    };
+    let backends = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
+    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &backends, &section(150, &flag));
+    let lb2 = Agent::start_with(
+        &lab,
+        "lb2",
+        "lb2",
+        &backends,
+        &section(100, &dir.join("lb2-broker-down")),
+    );
+    wait_for("lb1 master, lb2 backup", Duration::from_secs(5), || {
+        (active(&lb1) && !active(&lb2)).then_some(())
+    });
+
+    std::fs::write(&flag, b"").unwrap();
+    wait_for(
+        "lb2 master while lb1's check fails",
+        Duration::from_secs(5),
+        || (active(&lb2) && !active(&lb1)).then_some(()),
+    );
+    std::fs::remove_file(&flag).unwrap();
+    wait_for(
+        "lb1 master again once its check passes",
+        Duration::from_secs(5),
+        || (active(&lb1) && !active(&lb2)).then_some(()),
+    );
+    drop(lb1);
+    drop(lb2);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -462,11 +462,16 @@ pub fn refuse_unsupported(config: &Config, path: &Path) -> Result<(), ConfigErro
             "{what} is not available in this version of vip yet; remove it to run a node that owns its VIPs statically"
         ),
     };
-    if let Some(v) = config.vrrp.iter().find(|v| !v.track.is_empty()) {
-        return Err(refuse(v.line, "vrrp.track", "tracking checks"));
-    }
-    if let Some(c) = config.checks.first() {
-        return Err(refuse(c.line, "check", "node-level checks"));
+    if let Some(c) = config
+        .checks
+        .iter()
+        .find(|c| c.kind != crate::config::CheckKind::Exec)
+    {
+        return Err(refuse(
+            c.line,
+            "check.kind",
+            &format!("a {} node check (only exec is)", c.kind),
+        ));
     }
     if let Some(s) = config.services.iter().find(|s| s.check.is_some()) {
         return Err(refuse(s.line, "service.check", "health checking"));
@@ -628,8 +633,13 @@ impl Agent {
         Ok(())
     }
 
-    /// Runs until SIGTERM/SIGINT: heartbeat, MAC refresh, reload on SIGHUP.
-    /// Then detaches XDP and removes the pins.
+    /// Runs until SIGTERM/SIGINT: heartbeat, MAC refresh, reload on SIGHUP,
+    /// VRRP adverts and timers, link and node-check events. Then a graceful
+    /// VRRP shutdown, and XDP detached and pins removed.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "the event loop: one select! over every input"
+    )]
     pub async fn run(mut self) -> Result<(), AgentError> {
         use tokio::signal::unix::{SignalKind, signal};
         let sig = |k| {
@@ -657,6 +667,29 @@ impl Agent {
             Some(_) => Some(crate::net::watch_link(self.iface.index)?),
             None => None,
         };
+        let mut link_up = true;
+        let mut check_down: BTreeSet<String> = BTreeSet::new();
+        let (_checks, mut check_events) = if self.config.checks.is_empty() {
+            (None, None)
+        } else {
+            let (c, rx) = crate::health::NodeChecks::spawn(&self.config.checks).map_err(|e| {
+                AgentError::Io {
+                    what: format!("cannot start the node checks: {e}"),
+                    path: self.config_path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?;
+            (Some(c), Some(rx))
+        };
+        // Positive weights count from the start (checks start up).
+        if let Some(v) = self.vrrp.as_mut() {
+            v.reevaluate(
+                Instant::now(),
+                link_up,
+                &|c| check_down.contains(c),
+                &mut self.dp,
+            );
+        }
         loop {
             let next = self
                 .vrrp
@@ -683,8 +716,24 @@ impl Agent {
                     }
                 } => {
                     tracing::info!(iface = %self.iface.name, up, "link state changed");
+                    link_up = up;
                     if let Some(v) = self.vrrp.as_mut() {
-                        v.link(Instant::now(), up, &mut self.dp);
+                        v.reevaluate(Instant::now(), link_up, &|c| check_down.contains(c), &mut self.dp);
+                    }
+                }
+                Some(ev) = async {
+                    match check_events.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if ev.up {
+                        check_down.remove(&ev.name);
+                    } else {
+                        check_down.insert(ev.name.clone());
+                    }
+                    if let Some(v) = self.vrrp.as_mut() {
+                        v.reevaluate(Instant::now(), link_up, &|c| check_down.contains(c), &mut self.dp);
                     }
                 }
                 () = async {

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod bpffs;
 pub mod config;
 pub mod dataplane;
+pub mod health;
 pub mod maglev;
 pub mod net;
 pub mod notify;

@@ -72,18 +72,19 @@ fn missing_file_exits_2() {
 }
 
 #[test]
-fn vrrp_is_accepted_and_track_refused_with_its_line_until_checks_exist() {
+fn vrrp_with_exec_track_is_accepted_and_other_check_kinds_refused_with_their_line() {
     let vrrp = "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\nvips = [\"10.99.0.100\"]\n";
-    let p = write("vrrp.toml", &format!("{GOOD}{vrrp}"));
-    let (code, out, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
-    assert_eq!(code, 0, "{out} {err}");
     let checks = "\n[[check]]\nname = \"broker\"\nkind = \"exec\"\ncommand = \"/bin/true\"\n";
     let tracked = format!("{GOOD}{checks}{vrrp}track = [{{ check = \"broker\", weight = -60 }}]\n");
     let p = write("track.toml", &tracked);
+    let (code, out, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let tcp = tracked.replace("kind = \"exec\"\ncommand = \"/bin/true\"", "kind = \"tcp\"");
+    let p = write("tcp-check.toml", &tcp);
     let (code, _, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("track.toml:") && (err.contains("check") || err.contains("track")),
+        err.contains("tcp-check.toml:10:") && err.contains("tcp"),
         "{err}"
     );
 }

@@ -43,6 +43,8 @@ pub struct Instance {
     last_drop_log: Option<Instant>,
     /// When the next periodic gratuitous ARP is due (master only).
     refresh_at: Option<Instant>,
+    /// Link up and no weight-0 tracked check failing.
+    operational: bool,
 }
 
 fn version(v: u8) -> Version {
@@ -90,6 +92,7 @@ impl Instance {
             since: now,
             last_drop_log: None,
             refresh_at: None,
+            operational: true,
         }
     }
 
@@ -394,11 +397,28 @@ impl Runtime {
         self.drain(dp);
     }
 
-    /// The VRRP interface went down (every instance to Fault, VIPs withdrawn)
-    /// or came back (Backup, then the usual election).
-    pub fn link(&mut self, now: Instant, up: bool, dp: &mut Dataplane) {
+    /// Re-evaluates every instance after a tracked check changed or the link
+    /// did: priority from the checks' weights (keepalived `track_script`),
+    /// and Fault while the link is down or a weight-0 check fails.
+    pub fn reevaluate(
+        &mut self,
+        now: Instant,
+        link_up: bool,
+        down: &dyn Fn(&str) -> bool,
+        dp: &mut Dataplane,
+    ) {
         for i in &mut self.instances {
-            i.machine.handle_link(now, up);
+            let fault_check = crate::health::tracked_fault(&i.cfg.track, down);
+            let operational = link_up && !fault_check;
+            if operational != i.operational {
+                i.operational = operational;
+                i.machine.handle_link(now, operational);
+            }
+            let p = crate::health::effective_priority(i.cfg.priority, &i.cfg.track, down);
+            if p != i.machine.priority() {
+                tracing::info!(instance = %i.cfg.name, from = i.machine.priority(), to = p, "priority changed by tracked checks");
+                i.machine.handle_priority(now, p);
+            }
         }
         self.drain(dp);
     }
