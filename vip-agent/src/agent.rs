@@ -432,9 +432,15 @@ pub async fn resolve_backends(
     Ok(out)
 }
 
-/// The heartbeat dead time: `[node] dead_time`; else the shortest
-/// `Master_Down_Interval` of the node's VRRP instances (the moment a backup
-/// takes over, so a dead agent never leaves two nodes answering); else 1 s.
+/// The heartbeat dead time: `[node] dead_time`; with VRRP, 4.5 advert
+/// intervals of the slowest instance; else 1 s.
+///
+/// A killed agent must not stop forwarding before a backup takes over, and
+/// the latest a backup can take over is Master_Down_Interval at priority 1,
+/// just under 4 intervals after the last advert. Stamped every dead/9, the
+/// program turns passive between 4 and 4.5 intervals after the crash: after
+/// the takeover (no gap; both nodes forward through identical tables for at
+/// most that half interval plus one), never long after it.
 #[must_use]
 pub fn dead_time(config: &Config) -> Duration {
     if let Some(d) = config.node.dead_time {
@@ -443,12 +449,15 @@ pub fn dead_time(config: &Config) -> Duration {
     config
         .vrrp
         .iter()
-        .map(|v| {
-            let adv = v.advert_interval;
-            adv * 3 + adv * (256 - u32::from(v.priority)) / 256
-        })
-        .min()
+        .map(|v| v.advert_interval * 9 / 2)
+        .max()
         .unwrap_or(Duration::from_secs(1))
+}
+
+/// How often the heartbeat is stamped for a dead time.
+#[must_use]
+pub fn stamp_period(dead: Duration) -> Duration {
+    (dead / 9).clamp(Duration::from_millis(1), Duration::from_millis(250))
 }
 
 /// Parts of the config this build cannot run yet: refused with their line,
@@ -653,9 +662,7 @@ impl Agent {
         let mut int = sig(SignalKind::interrupt())?;
         let mut hup = sig(SignalKind::hangup())?;
         let dead = dead_time(&self.config);
-        let mut beat = tokio::time::interval(
-            (dead / 4).clamp(Duration::from_millis(5), Duration::from_millis(250)),
-        );
+        let mut beat = tokio::time::interval(stamp_period(dead));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refresh = tokio::time::interval(Duration::from_secs(30));
         refresh.tick().await;

@@ -14,6 +14,9 @@ use anyhow::{Context as _, Result, bail};
 pub const LAB_PACKAGES: &[&str] = &["iproute2", "iputils-ping"];
 /// Debian packages the test suite needs.
 pub const TEST_PACKAGES: &[&str] = &["iproute2", "keepalived"];
+/// Debian packages the benchmarks need besides [`TEST_PACKAGES`] (the peer
+/// stack: keepalived + `HAProxy`).
+pub const BENCH_PACKAGES: &[&str] = &["haproxy"];
 
 /// The bpf-linker release this project builds.
 const BPF_LINKER_VERSION: &str = "0.13.0";

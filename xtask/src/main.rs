@@ -214,12 +214,16 @@ fn bench() -> Result<()> {
         );
     }
     bootstrap::apt_packages(bootstrap::TEST_PACKAGES)?;
+    bootstrap::apt_packages(bootstrap::BENCH_PACKAGES)?;
     build(true)?;
     let report = root().join("bench-report.md");
-    let mut c = cargo();
-    c.args(["bench", "-p", "vip-tests", "--bench", "xdp"]);
-    c.env("VIP_BENCH_REPORT", &report);
-    status(c)?;
+    // xdp writes the report; failover appends to it.
+    for bench in ["xdp", "failover"] {
+        let mut c = cargo();
+        c.args(["bench", "-p", "vip-tests", "--bench", bench]);
+        c.env("VIP_BENCH_REPORT", &report);
+        status(c)?;
+    }
     println!("report: {}", report.display());
     Ok(())
 }
