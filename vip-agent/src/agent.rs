@@ -436,7 +436,7 @@ pub async fn resolve_backends(
 /// intervals of the slowest instance; else 1 s.
 ///
 /// A killed agent must not stop forwarding before a backup takes over, and
-/// the latest a backup can take over is Master_Down_Interval at priority 1,
+/// the latest a backup can take over is `Master_Down_Interval` at priority 1,
 /// just under 4 intervals after the last advert. Stamped every dead/9, the
 /// program turns passive between 4 and 4.5 intervals after the crash: after
 /// the takeover (no gap; both nodes forward through identical tables for at
