@@ -354,3 +354,56 @@ fn a_failing_tracked_check_moves_mastership() {
     drop(lb2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Unicast VRRP (`unicast_peers`, keepalived's `unicast_peer`) and two
+/// instances backing each other up (active-active): lb1 is master of VI_1,
+/// lb2 of VI_2; killing lb1 moves VI_1 to lb2 while VI_2 stays there.
+#[test]
+fn unicast_active_active_instances() {
+    if !is_root() {
+        eprintln!("skipping: netns tests need root");
+        return;
+    }
+    let lab = lab("uni");
+    let vip2 = std::net::Ipv4Addr::new(10, 99, 0, 101);
+    let section = |p1: u8, p2: u8, peer: &str| {
+        format!(
+            "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {p1}\nadvert_interval = \"20ms\"\nunicast_peers = [\"{peer}\"]\nvips = [\"{VIP}\"]\n\
+             \n[[vrrp]]\nname = \"VI_2\"\nvrid = 52\npriority = {p2}\nadvert_interval = \"20ms\"\nunicast_peers = [\"{peer}\"]\nvips = [\"{vip2}\"]\n"
+        )
+    };
+    let backends = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
+    let mut lb1 = Agent::start_with(
+        &lab,
+        "lb1",
+        "lb1",
+        &backends,
+        &section(150, 100, "10.99.0.3"),
+    );
+    let lb2 = Agent::start_with(
+        &lab,
+        "lb2",
+        "lb2",
+        &backends,
+        &section(100, 150, "10.99.0.2"),
+    );
+    let holds = |a: &Agent, vip: std::net::Ipv4Addr| {
+        a.maps()
+            .vips()
+            .ok()
+            .and_then(|v| v.get(&vip).map(|s| s.active == 1))
+            .unwrap_or(false)
+    };
+    wait_for(
+        "lb1 master of VI_1 and lb2 of VI_2",
+        Duration::from_secs(5),
+        || {
+            (holds(&lb1, VIP) && !holds(&lb2, VIP) && holds(&lb2, vip2) && !holds(&lb1, vip2))
+                .then_some(())
+        },
+    );
+    lb1.kill9();
+    wait_for("lb2 master of both", Duration::from_secs(5), || {
+        (holds(&lb2, VIP) && holds(&lb2, vip2)).then_some(())
+    });
+}
