@@ -356,8 +356,8 @@ fn a_failing_tracked_check_moves_mastership() {
 }
 
 /// Unicast VRRP (`unicast_peers`, keepalived's `unicast_peer`) and two
-/// instances backing each other up (active-active): lb1 is master of VI_1,
-/// lb2 of VI_2; killing lb1 moves VI_1 to lb2 while VI_2 stays there.
+/// instances backing each other up (active-active): lb1 is master of `VI_1`,
+/// lb2 of `VI_2`; killing lb1 moves `VI_1` to lb2 while `VI_2` stays there.
 #[test]
 fn unicast_active_active_instances() {
     if !is_root() {
