@@ -3,6 +3,9 @@
 //! lb1 150 / lb2 100, preempt) and advert interval (10 ms, 100 ms, 1 s), for
 //! three faults of the master lb1: kill -9, SIGTERM and link down.
 //!
+//! Run it with `cargo xtask bench`, which builds the release binaries it
+//! starts (a bare `cargo bench` does not rebuild `vip-agent`).
+//!
 //! Each trial builds a fresh lab and starts fresh daemons, waits until lb1 is
 //! master and the client's ARP entry for the VIP names lb1, starts a prober in
 //! the client namespace (a non-blocking TCP connect to VIP:5672 started every
@@ -1081,8 +1084,8 @@ fn report(cells: &[Cell], trials: usize, quick: bool, took: Duration) -> String 
         md,
         "**gap** = the longest stretch without a successful probe from the last success before the fault to the end of the trial \
          (for SIGTERM and link down: first success after the fault minus last before it). After kill -9 lb1 may keep serving \
-         for a while (keepalived leaves the VIP on lb1 and HAProxy runs on; vip's XDP forwards until its heartbeat is older than \
-         Master_Down), so the gap is wherever service actually stopped; **takeover** = fault to the first success sent while the \
+         for a while (keepalived leaves the VIP on lb1 and HAProxy runs on; vip's XDP forwards until its heartbeat is 4.5 advert \
+         intervals old), so the gap is wherever service actually stopped; **takeover** = fault to the first success sent while the \
          client's ARP entry named lb2. Probes overlap, so the resolution is the {} ms probe period, not the connect timeout. \
          **failures** = trials without recovery (no success through lb2, or none at the end) or that could not be set up; \
          they are left out of the statistics and listed below.\n",
