@@ -89,6 +89,50 @@ fn gap_around(ok: &[Instant], fault: Instant) -> Duration {
     after - before
 }
 
+/// Waits until lb1 is master, lb2 backup, and the client's ARP entry names lb1.
+fn lb1_is_master(lab: &Lab, lb1: &Agent, lb2: &Agent, lb1_mac: &str) {
+    wait_for("lb1 master, lb2 backup", Duration::from_secs(5), || {
+        (active(lb1) && !active(lb2)).then_some(())
+    });
+    let _ = lab.run_in("client", || common::who_answers(Duration::from_secs(1)));
+    wait_for(
+        "the client's ARP entry to name lb1",
+        Duration::from_secs(2),
+        || client_arp(lab).contains(lb1_mac).then_some(()),
+    );
+}
+
+/// Injects `fault` while the client probes; waits until lb2 is master and the
+/// client's ARP entry names it; prints and bounds the gap the client saw.
+fn failover(lab: &Lab, what: &str, lb2: &Agent, lb2_mac: &str, fault: impl FnOnce()) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = probe(lab, Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(300));
+    let at = Instant::now();
+    fault();
+    wait_for("lb2 to become master", Duration::from_secs(3), || {
+        active(lb2).then_some(())
+    });
+    let took_over = at.elapsed();
+    wait_for(
+        "the client's ARP entry to name lb2",
+        Duration::from_secs(2),
+        || client_arp(lab).contains(lb2_mac).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let ok = prober.join().expect("prober");
+    let gap = gap_around(&ok, at);
+    eprintln!(
+        "{what}: lb2 master after {took_over:?}; client gap {gap:?} ({} probes answered)",
+        ok.len()
+    );
+    assert!(
+        gap < Duration::from_secs(2),
+        "{what}: the probe resumed through lb2"
+    );
+}
+
 #[test]
 fn backup_takes_over_on_kill_sigterm_and_link_down() {
     if !is_root() {
@@ -102,124 +146,29 @@ fn backup_takes_over_on_kill_sigterm_and_link_down() {
     let lb2 = start(&lab, "lb2", 100);
 
     // Election: lb1 (150) becomes master, lb2 stays backup.
-    wait_for("lb1 master, lb2 backup", Duration::from_secs(5), || {
-        (active(&lb1) && !active(&lb2)).then_some(())
-    });
-    let _ = lab.run_in("client", || common::who_answers(Duration::from_secs(1)));
-    wait_for(
-        "the client's ARP entry to name lb1",
-        Duration::from_secs(2),
-        || client_arp(&lab).contains(&lb1_mac).then_some(()),
-    );
-
-    // kill -9 the master agent while the client probes.
-    let stop = Arc::new(AtomicBool::new(false));
-    let prober = probe(&lab, Arc::clone(&stop));
-    std::thread::sleep(Duration::from_millis(300));
-    let fault = Instant::now();
-    lb1.kill9();
-    wait_for("lb2 to become master", Duration::from_secs(3), || {
-        active(&lb2).then_some(())
-    });
-    let took_over = fault.elapsed();
-    wait_for(
-        "the client's ARP entry to name lb2",
-        Duration::from_secs(2),
-        || client_arp(&lab).contains(&lb2_mac).then_some(()),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let ok = prober.join().expect("prober");
-    let gap = gap_around(&ok, fault);
-    eprintln!(
-        "kill -9: lb2 master after {took_over:?}; client gap {gap:?} ({} probes answered)",
-        ok.len()
-    );
-    assert!(
-        gap < Duration::from_secs(2),
-        "the probe resumed through lb2"
-    );
+    lb1_is_master(&lab, &lb1, &lb2, &lb1_mac);
+    failover(&lab, "kill -9", &lb2, &lb2_mac, || lb1.kill9());
 
     // lb1 comes back and preempts (higher priority); then SIGTERM it.
     lb1.spawn(&lab);
-    wait_for("lb1 master again (preempt)", Duration::from_secs(5), || {
-        (active(&lb1) && !active(&lb2)).then_some(())
+    lb1_is_master(&lab, &lb1, &lb2, &lb1_mac);
+    failover(&lab, "SIGTERM", &lb2, &lb2_mac, || {
+        let st = lb1.stop();
+        assert!(st.success(), "clean exit: {st}");
     });
-    wait_for(
-        "the client's ARP entry to name lb1 again",
-        Duration::from_secs(2),
-        || client_arp(&lab).contains(&lb1_mac).then_some(()),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let prober = probe(&lab, Arc::clone(&stop));
-    std::thread::sleep(Duration::from_millis(300));
-    let fault = Instant::now();
-    let st = lb1.stop();
-    assert!(st.success(), "clean exit: {st}");
-    wait_for("lb2 to become master", Duration::from_secs(3), || {
-        active(&lb2).then_some(())
-    });
-    let took_over = fault.elapsed();
-    wait_for(
-        "the client's ARP entry to name lb2",
-        Duration::from_secs(2),
-        || client_arp(&lab).contains(&lb2_mac).then_some(()),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let ok = prober.join().expect("prober");
-    let gap = gap_around(&ok, fault);
-    eprintln!(
-        "SIGTERM: lb2 master after {took_over:?}; client gap {gap:?} ({} probes answered)",
-        ok.len()
-    );
-    assert!(
-        gap < Duration::from_secs(2),
-        "the probe resumed through lb2"
-    );
 
     // lb1 again; then its link goes down: Fault (VIPs withdrawn), lb2 takes over.
     lb1.spawn(&lab);
-    wait_for("lb1 master again (preempt)", Duration::from_secs(5), || {
-        (active(&lb1) && !active(&lb2)).then_some(())
+    lb1_is_master(&lab, &lb1, &lb2, &lb1_mac);
+    failover(&lab, "link down", &lb2, &lb2_mac, || {
+        lab.ns("lb1")
+            .ip(&["link", "set", "eth0", "down"])
+            .expect("link down");
     });
-    wait_for(
-        "the client's ARP entry to name lb1 again",
-        Duration::from_secs(2),
-        || client_arp(&lab).contains(&lb1_mac).then_some(()),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let prober = probe(&lab, Arc::clone(&stop));
-    std::thread::sleep(Duration::from_millis(300));
-    let fault = Instant::now();
-    lab.ns("lb1")
-        .ip(&["link", "set", "eth0", "down"])
-        .expect("link down");
-    wait_for("lb2 to become master", Duration::from_secs(3), || {
-        active(&lb2).then_some(())
-    });
-    let took_over = fault.elapsed();
     wait_for(
         "lb1 to withdraw the VIP (fault)",
         Duration::from_secs(2),
         || (!active(&lb1)).then_some(()),
-    );
-    wait_for(
-        "the client's ARP entry to name lb2",
-        Duration::from_secs(2),
-        || client_arp(&lab).contains(&lb2_mac).then_some(()),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let ok = prober.join().expect("prober");
-    let gap = gap_around(&ok, fault);
-    eprintln!(
-        "link down: lb2 master after {took_over:?}; client gap {gap:?} ({} probes answered)",
-        ok.len()
-    );
-    assert!(
-        gap < Duration::from_secs(2),
-        "the probe resumed through lb2"
     );
 
     // Link back: lb1 leaves Fault, hears lb2, preempts with its higher priority.
