@@ -258,6 +258,19 @@ fn garp_refresh_repairs_a_stale_entry_and_notify_runs() {
 /// when the check passes again lb1 takes the VIP back.
 #[test]
 fn a_failing_tracked_check_moves_mastership() {
+    tracked_check_moves_mastership(-60);
+}
+
+/// keepalived's weight 0: while the check fails the instance is in Fault
+/// (VIPs withdrawn whatever the priority), and lb2 takes over.
+#[test]
+fn a_failing_weight_zero_check_means_fault() {
+    tracked_check_moves_mastership(0);
+}
+
+/// lb1 (150) tracks an exec check with `weight`, lb2 (100) is backup: raising
+/// lb1's failure flag hands the VIP to lb2, clearing it brings it back.
+fn tracked_check_moves_mastership(weight: i32) {
     if !is_root() {
         eprintln!("skipping: netns tests need root");
         return;
@@ -270,7 +283,7 @@ fn a_failing_tracked_check_moves_mastership() {
     let section = |prio: u8, flag: &std::path::Path| {
         format!(
             "\n[[check]]\nname = \"broker\"\nkind = \"exec\"\ncommand = \"test ! -e {}\"\ninterval = \"50ms\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n\
-             \n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{VIP}\"]\ntrack = [{{ check = \"broker\", weight = -60 }}]\n",
+             \n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{VIP}\"]\ntrack = [{{ check = \"broker\", weight = {weight} }}]\n",
             flag.display()
         )
     };
