@@ -194,8 +194,11 @@ fn garp_refresh_repairs_a_stale_entry_and_notify_runs() {
     let lab = lab("garp");
     let lb1_mac = format_mac(lab.mac("lb1"));
     let lb2_mac = format_mac(lab.mac("lb2"));
-    let dir = std::path::PathBuf::from(format!("/run/vip-test/{}-notify", lab.prefix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let guard = common::DirGuard::new(std::path::PathBuf::from(format!(
+        "/run/vip-test/{}-notify",
+        lab.prefix()
+    )));
+    let dir = guard.0.clone();
     let script = dir.join("notify.sh");
     let log = dir.join("notify.log");
     std::fs::write(
@@ -250,7 +253,6 @@ fn garp_refresh_repairs_a_stale_entry_and_notify_runs() {
     eprintln!("notify log:\n{text}");
     drop(lb1);
     drop(lb2);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// keepalived's `track_script` + `weight`: while lb1's exec check fails its
@@ -276,8 +278,11 @@ fn tracked_check_moves_mastership(weight: i32) {
         return;
     }
     let lab = lab("trk");
-    let dir = std::path::PathBuf::from(format!("/run/vip-test/{}-track", lab.prefix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let guard = common::DirGuard::new(std::path::PathBuf::from(format!(
+        "/run/vip-test/{}-track",
+        lab.prefix()
+    )));
+    let dir = guard.0.clone();
     let flag = dir.join("broker-down");
     // Each node checks its own broker: only lb1's flag is ever raised.
     let section = |prio: u8, flag: &std::path::Path| {
@@ -314,7 +319,6 @@ fn tracked_check_moves_mastership(weight: i32) {
     );
     drop(lb1);
     drop(lb2);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Unicast VRRP (`unicast_peers`, keepalived's `unicast_peer`) and two

@@ -322,3 +322,19 @@ pub fn ping(dst: Ipv4Addr, ident: u16, timeout: Duration) -> std::io::Result<Dur
         "no echo reply",
     ))
 }
+
+/// A directory removed on drop, even when the test panics.
+pub struct DirGuard(pub PathBuf);
+
+impl DirGuard {
+    pub fn new(path: PathBuf) -> Self {
+        std::fs::create_dir_all(&path).expect("create test dir");
+        Self(path)
+    }
+}
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
