@@ -1033,24 +1033,14 @@ fn have(program: &str) -> bool {
 
 fn report(cells: &[Cell], trials: usize, quick: bool, took: Duration) -> String {
     let mut md = String::new();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_default();
     let _ = writeln!(
         md,
         "\n# vip benchmark: VRRP failover gap, vip vs keepalived + HAProxy\n"
     );
     let _ = writeln!(
         md,
-        "Machine: {} CPU(s), {cpu}; kernel {}. Peer: {}, {}. XDP: native on veth (netns lab). {trials} trials per cell{}, one run, {:.1} min.\n",
-        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        kernel.trim(),
+        "Machine: {}. Peer: {}, {}. XDP: native on veth (netns lab). {trials} trials per cell{}, one run, {:.1} min.\n",
+        vip_tests::machine_summary(),
         version_line("keepalived", "--version"),
         version_line("haproxy", "-v"),
         if quick {

@@ -281,24 +281,14 @@ fn main() {
             .push(repeated(&mut dp, Prog::Pass, &not_for_us, 2));
     }
     let mut md = String::new();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_default();
     let _ = writeln!(
         md,
         "# vip benchmark: XDP per-packet cost (BPF_PROG_TEST_RUN)\n"
     );
     let _ = writeln!(
         md,
-        "Machine: {} CPU(s), {cpu}; kernel {}; program run by BPF_PROG_TEST_RUN (no device, so no XDP mode applies).",
-        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        kernel.trim()
+        "Machine: {}; program run by BPF_PROG_TEST_RUN (no device, so no XDP mode applies).",
+        vip_tests::machine_summary()
     );
     let _ = writeln!(
         md,

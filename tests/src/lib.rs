@@ -12,6 +12,25 @@ pub mod lab;
 pub mod netns;
 mod sys;
 
+/// "N CPU(s), <model>; kernel <release>": printed beside benchmark numbers.
+#[must_use]
+pub fn machine_summary() -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    format!(
+        "{} CPU(s), {cpu}; kernel {}",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        kernel.trim()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::{

@@ -37,16 +37,6 @@ fn start(lab: &Lab, node: &str, priority: u8) -> Agent {
     )
 }
 
-/// Whether `agent`'s VIP table marks the VIP active.
-fn active(agent: &Agent) -> bool {
-    agent
-        .maps()
-        .vips()
-        .ok()
-        .and_then(|v| v.get(&VIP).map(|s| s.active == 1))
-        .unwrap_or(false)
-}
-
 fn client_arp(lab: &Lab) -> String {
     lab.ns("client")
         .ip(&["neigh", "show", &VIP.to_string()])
@@ -92,7 +82,7 @@ fn gap_around(ok: &[Instant], fault: Instant) -> Duration {
 /// Waits until lb1 is master, lb2 backup, and the client's ARP entry names lb1.
 fn lb1_is_master(lab: &Lab, lb1: &Agent, lb2: &Agent, lb1_mac: &str) {
     wait_for("lb1 master, lb2 backup", Duration::from_secs(5), || {
-        (active(lb1) && !active(lb2)).then_some(())
+        (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(())
     });
     let _ = lab.run_in("client", || common::who_answers(Duration::from_secs(1)));
     wait_for(
@@ -111,7 +101,7 @@ fn failover(lab: &Lab, what: &str, lb2: &Agent, lb2_mac: &str, fault: impl FnOnc
     let at = Instant::now();
     fault();
     wait_for("lb2 to become master", Duration::from_secs(3), || {
-        active(lb2).then_some(())
+        lb2.holds(VIP).then_some(())
     });
     let took_over = at.elapsed();
     wait_for(
@@ -168,7 +158,7 @@ fn backup_takes_over_on_kill_sigterm_and_link_down() {
     wait_for(
         "lb1 to withdraw the VIP (fault)",
         Duration::from_secs(2),
-        || (!active(&lb1)).then_some(()),
+        || (!lb1.holds(VIP)).then_some(()),
     );
 
     // Link back: lb1 leaves Fault, hears lb2, preempts with its higher priority.
@@ -178,7 +168,7 @@ fn backup_takes_over_on_kill_sigterm_and_link_down() {
     wait_for(
         "lb1 master after its link is back",
         Duration::from_secs(5),
-        || (active(&lb1) && !active(&lb2)).then_some(()),
+        || (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(()),
     );
 }
 
@@ -217,7 +207,7 @@ fn garp_refresh_repairs_a_stale_entry_and_notify_runs() {
     let lb1 = Agent::start_with(&lab, "lb1", "lb1", &backends, &section(150));
     let lb2 = Agent::start_with(&lab, "lb2", "lb2", &backends, &section(100));
     wait_for("lb1 master, lb2 backup", Duration::from_secs(5), || {
-        (active(&lb1) && !active(&lb2)).then_some(())
+        (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(())
     });
     let _ = lab.run_in("client", || common::who_answers(Duration::from_secs(1)));
     wait_for("client ARP -> lb1", Duration::from_secs(2), || {
@@ -302,20 +292,20 @@ fn tracked_check_moves_mastership(weight: i32) {
         &section(100, &dir.join("lb2-broker-down")),
     );
     wait_for("lb1 master, lb2 backup", Duration::from_secs(5), || {
-        (active(&lb1) && !active(&lb2)).then_some(())
+        (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(())
     });
 
     std::fs::write(&flag, b"").unwrap();
     wait_for(
         "lb2 master while lb1's check fails",
         Duration::from_secs(5),
-        || (active(&lb2) && !active(&lb1)).then_some(()),
+        || (lb2.holds(VIP) && !lb1.holds(VIP)).then_some(()),
     );
     std::fs::remove_file(&flag).unwrap();
     wait_for(
         "lb1 master again once its check passes",
         Duration::from_secs(5),
-        || (active(&lb1) && !active(&lb2)).then_some(()),
+        || (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(()),
     );
     drop(lb1);
     drop(lb2);
@@ -353,23 +343,13 @@ fn unicast_active_active_instances() {
         &backends,
         &section(100, 150, "10.99.0.2"),
     );
-    let holds = |a: &Agent, vip: std::net::Ipv4Addr| {
-        a.maps()
-            .vips()
-            .ok()
-            .and_then(|v| v.get(&vip).map(|s| s.active == 1))
-            .unwrap_or(false)
-    };
     wait_for(
         "lb1 master of VI_1 and lb2 of VI_2",
         Duration::from_secs(5),
-        || {
-            (holds(&lb1, VIP) && !holds(&lb2, VIP) && holds(&lb2, vip2) && !holds(&lb1, vip2))
-                .then_some(())
-        },
+        || (lb1.holds(VIP) && !lb2.holds(VIP) && lb2.holds(vip2) && !lb1.holds(vip2)).then_some(()),
     );
     lb1.kill9();
     wait_for("lb2 master of both", Duration::from_secs(5), || {
-        (holds(&lb2, VIP) && holds(&lb2, vip2)).then_some(())
+        (lb2.holds(VIP) && lb2.holds(vip2)).then_some(())
     });
 }

@@ -81,15 +81,6 @@ fn keepalived_holds_vip(lab: &Lab) -> bool {
         .contains(&format!("{VIP}/32"))
 }
 
-fn vip_active(agent: &Agent) -> bool {
-    agent
-        .maps()
-        .vips()
-        .ok()
-        .and_then(|v| v.get(&VIP).map(|s| s.active == 1))
-        .unwrap_or(false)
-}
-
 fn client_arp_names(lab: &Lab, mac: &str) -> bool {
     lab.ns("client")
         .ip(&["neigh", "show", &VIP.to_string()])
@@ -132,9 +123,7 @@ fn interop(version: u8, interval: &str, ka_advert: &str, auth: Option<&str>, lim
         &vrrp(version, 150, interval, auth),
     );
     let mut ka = Keepalived::start(&lab, version, 100, ka_advert, auth);
-    wait_for("vip master on lb1", limit, || {
-        vip_active(&vip).then_some(())
-    });
+    wait_for("vip master on lb1", limit, || vip.holds(VIP).then_some(()));
     poke(&lab);
     wait_for("client ARP -> lb1", limit, || {
         client_arp_names(&lab, &lb1_mac).then_some(())
@@ -146,7 +135,7 @@ fn interop(version: u8, interval: &str, ka_advert: &str, auth: Option<&str>, lim
         "keepalived took the VIP while vip was master"
     );
     assert!(
-        vip_active(&vip),
+        vip.holds(VIP),
         "vip lost mastership to a lower-priority keepalived"
     );
 
@@ -163,7 +152,7 @@ fn interop(version: u8, interval: &str, ka_advert: &str, auth: Option<&str>, lim
     // vip returns with the higher priority and preempts; keepalived drops the VIP.
     vip.spawn(&lab);
     wait_for("vip master again", limit * 2, || {
-        vip_active(&vip).then_some(())
+        vip.holds(VIP).then_some(())
     });
     wait_for("keepalived to release the VIP", limit, || {
         (!keepalived_holds_vip(&lab)).then_some(())
@@ -188,7 +177,7 @@ fn interop(version: u8, interval: &str, ka_advert: &str, auth: Option<&str>, lim
     );
     std::thread::sleep(limit / 2);
     assert!(
-        !vip_active(&vip),
+        !vip.holds(VIP),
         "vip took the VIP while keepalived was master"
     );
     poke(&lab);
@@ -197,7 +186,7 @@ fn interop(version: u8, interval: &str, ka_advert: &str, auth: Option<&str>, lim
     });
     ka.stop();
     wait_for("vip to take over from keepalived", limit, || {
-        vip_active(&vip).then_some(())
+        vip.holds(VIP).then_some(())
     });
     poke(&lab);
     wait_for("client ARP -> lb1 (vip)", limit, || {

@@ -374,6 +374,7 @@ pub async fn resolve_backends(
         .iter()
         .flat_map(|s| s.backends.iter().map(|b| b.address))
         .collect();
+    let neighbours = net.neighbours().await?;
     for addr in addrs {
         if all.iter().any(|i| i.addrs.iter().any(|(a, _)| *a == addr)) {
             continue;
@@ -392,8 +393,8 @@ pub async fn resolve_backends(
             tracing::warn!(backend = %addr, "backend is not on a directly connected subnet of this node; direct server return needs layer-2 adjacency, so it stays out of the table");
             continue;
         };
-        let mac = if let Some(mac) = net.neighbour(link.index, addr).await? {
-            Some(mac)
+        let mac = if let Some(mac) = neighbours.get(&(link.index, addr)) {
+            Some(*mac)
         } else {
             let (index, mac, src) = (
                 link.index,

@@ -177,7 +177,6 @@ pub struct Dataplane {
     ebpf: Ebpf,
     pins: Option<PathBuf>,
     maps: Maps,
-    attached: Option<AttachMode>,
 }
 
 impl std::ops::Deref for Dataplane {
@@ -258,7 +257,6 @@ impl Dataplane {
             ebpf,
             pins: pins.map(Path::to_owned),
             maps,
-            attached: None,
         })
     }
 
@@ -314,7 +312,6 @@ impl Dataplane {
                     source,
                 })?;
             self.pin_link(id, path)?;
-            self.attached = Some(AttachMode::Adopted);
             return Ok(AttachMode::Adopted);
         }
         let attempts: &[(XdpMode, AttachMode)] = match prefer {
@@ -341,7 +338,6 @@ impl Dataplane {
                             "native XDP is not available on {iface}; attached in generic (skb) mode, which is slower"
                         );
                     }
-                    self.attached = Some(mode);
                     return Ok(mode);
                 }
                 Err(source) => {
@@ -381,12 +377,6 @@ impl Dataplane {
         Ok(())
     }
 
-    /// The mode XDP was attached in, if attached.
-    #[must_use]
-    pub fn attached(&self) -> Option<AttachMode> {
-        self.attached
-    }
-
     /// Clean shutdown: detaches XDP and removes every pin, so nothing of this
     /// node is left in the kernel.
     pub fn detach_and_unpin(self) -> Result<(), DataplaneError> {
@@ -423,12 +413,6 @@ impl Dataplane {
         let _ = std::fs::remove_dir(&dir);
         drop(self);
         Ok(())
-    }
-
-    /// The pin directory, if pinned.
-    #[must_use]
-    pub fn pins(&self) -> Option<&Path> {
-        self.pins.as_deref()
     }
 }
 

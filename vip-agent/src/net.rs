@@ -3,6 +3,7 @@
 //! backends over an `AF_PACKET` socket when the kernel has no entry.
 
 use std::{
+    collections::BTreeMap,
     io,
     net::Ipv4Addr,
     time::{Duration, Instant},
@@ -42,14 +43,7 @@ impl Iface {
     /// Whether `addr` is on one of this interface's subnets.
     #[must_use]
     pub fn on_link(&self, addr: Ipv4Addr) -> bool {
-        self.addrs.iter().any(|&(a, len)| {
-            let mask = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len))
-            };
-            u32::from(a) & mask == u32::from(addr) & mask
-        })
+        self.source_for(addr).is_some()
     }
 
     /// The first IPv4 address on `addr`'s subnet (the source for ARP).
@@ -58,11 +52,7 @@ impl Iface {
         self.addrs
             .iter()
             .find(|&&(a, len)| {
-                let mask = if len == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(len))
-                };
+                let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
                 u32::from(a) & mask == u32::from(addr) & mask
             })
             .map(|&(a, _)| a)
@@ -142,28 +132,23 @@ impl Net {
             .ok_or_else(|| NetError::NoInterface(name.to_owned()))
     }
 
-    /// The kernel's MAC for `addr` on `ifindex`, if it has a usable entry.
-    pub async fn neighbour(
-        &self,
-        ifindex: u32,
-        addr: Ipv4Addr,
-    ) -> Result<Option<[u8; 6]>, NetError> {
+    /// The kernel's usable neighbour entries: (ifindex, IPv4 address) -> MAC.
+    pub async fn neighbours(&self) -> Result<BTreeMap<(u32, Ipv4Addr), [u8; 6]>, NetError> {
+        let mut out = BTreeMap::new();
         let mut neigh = self.handle.neighbours().get().execute();
         while let Some(msg) = neigh.try_next().await.map_err(|source| NetError::Netlink {
             what: "list neighbours",
             source,
         })? {
-            if msg.header.ifindex != ifindex
-                || !matches!(
-                    msg.header.state,
-                    NeighbourState::Reachable
-                        | NeighbourState::Stale
-                        | NeighbourState::Delay
-                        | NeighbourState::Probe
-                        | NeighbourState::Permanent
-                        | NeighbourState::Noarp
-                )
-            {
+            if !matches!(
+                msg.header.state,
+                NeighbourState::Reachable
+                    | NeighbourState::Stale
+                    | NeighbourState::Delay
+                    | NeighbourState::Probe
+                    | NeighbourState::Permanent
+                    | NeighbourState::Noarp
+            ) {
                 continue;
             }
             let dst = msg.attributes.iter().find_map(|a| match a {
@@ -176,11 +161,11 @@ impl Net {
                 }
                 _ => None,
             });
-            if dst == Some(addr) {
-                return Ok(mac);
+            if let (Some(dst), Some(mac)) = (dst, mac) {
+                out.insert((msg.header.ifindex, dst), mac);
             }
         }
-        Ok(None)
+        Ok(out)
     }
 }
 

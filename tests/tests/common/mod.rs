@@ -127,6 +127,16 @@ impl Agent {
         Maps::open_pinned(&self.pins()).expect("open pinned maps")
     }
 
+    /// Whether this node's VIP table marks `vip` active (its VRRP instance
+    /// is master).
+    pub fn holds(&self, vip: Ipv4Addr) -> bool {
+        self.maps()
+            .vips()
+            .ok()
+            .and_then(|v| v.get(&vip).map(|s| s.active == 1))
+            .unwrap_or(false)
+    }
+
     fn wait_ready(&mut self, sock: &std::os::unix::net::UnixDatagram, limit: Duration) {
         let deadline = Instant::now() + limit;
         sock.set_read_timeout(Some(Duration::from_millis(50)))
