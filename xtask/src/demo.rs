@@ -269,6 +269,7 @@ pub fn run(bins: &Path) -> Result<()> {
         t0.elapsed()
     );
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = dir.parent().map(std::fs::remove_dir);
     Ok(())
 }
 
@@ -320,6 +321,12 @@ pub fn lab_down() -> Result<()> {
         // SAFETY: unmounting the lab's bpffs if an agent mounted one.
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
+    // What `lab up` wrote beside the lab's state file.
+    let state = PathBuf::from(STATE_DIR);
+    let _ = std::fs::remove_dir(&bpffs);
+    let _ = std::fs::remove_dir_all(state.join("logs"));
+    let _ = std::fs::remove_file(state.join("lb1.toml"));
+    let _ = std::fs::remove_dir(&state);
     println!("lab {PERSISTENT_PREFIX} removed");
     Ok(())
 }
