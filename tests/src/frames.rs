@@ -11,6 +11,7 @@ pub const ETH_P_8021Q: u16 = 0x8100;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
 pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
 
@@ -130,7 +131,9 @@ fn pseudo_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
     checksum(&buf)
 }
 
-/// A TCP segment with a 20-byte header (no options) and a correct checksum.
+/// A TCP segment with a 20-byte header (no options) and a correct checksum:
+/// sequence number 1000, acknowledgement 2000 when `flags` has ACK (else 0),
+/// window 64240.
 #[must_use]
 pub fn tcp(
     src: Ipv4Addr,
@@ -140,17 +143,48 @@ pub fn tcp(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut s = Vec::with_capacity(20 + payload.len());
-    s.extend_from_slice(&sport.to_be_bytes());
-    s.extend_from_slice(&dport.to_be_bytes());
-    s.extend_from_slice(&1000u32.to_be_bytes());
-    s.extend_from_slice(&(if flags & TCP_ACK != 0 { 2000u32 } else { 0 }).to_be_bytes());
+    let ack = if flags & TCP_ACK != 0 { 2000 } else { 0 };
+    tcp_segment(&TcpSegment {
+        src,
+        dst,
+        sport,
+        dport,
+        seq: 1000,
+        ack,
+        flags,
+        window: 64240,
+        payload,
+    })
+}
+
+/// Every field of a TCP segment with a 20-byte header.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpSegment<'a> {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub payload: &'a [u8],
+}
+
+/// The segment's bytes, with a correct checksum.
+#[must_use]
+pub fn tcp_segment(t: &TcpSegment<'_>) -> Vec<u8> {
+    let mut s = Vec::with_capacity(20 + t.payload.len());
+    s.extend_from_slice(&t.sport.to_be_bytes());
+    s.extend_from_slice(&t.dport.to_be_bytes());
+    s.extend_from_slice(&t.seq.to_be_bytes());
+    s.extend_from_slice(&t.ack.to_be_bytes());
     s.push(5 << 4);
-    s.push(flags);
-    s.extend_from_slice(&64240u16.to_be_bytes());
+    s.push(t.flags);
+    s.extend_from_slice(&t.window.to_be_bytes());
     s.extend_from_slice(&[0, 0, 0, 0]);
-    s.extend_from_slice(payload);
-    let c = pseudo_sum(src, dst, 6, &s);
+    s.extend_from_slice(t.payload);
+    let c = pseudo_sum(t.src, t.dst, 6, &s);
     s[16..18].copy_from_slice(&c.to_be_bytes());
     s
 }

@@ -16,11 +16,13 @@ use std::{fmt::Write as _, net::Ipv4Addr, process::Command};
 use aya::programs::{TestRun as _, TestRunOptions};
 use vip_agent::{dataplane::Dataplane, maglev};
 use vip_common::{
-    BACKEND_ENABLED, BACKEND_LOCAL, Backend, FlowKey, LOOKUP_SIZE, NO_BACKEND, PROTO_TCP,
-    PROTO_UDP, ServiceKey, VipState, counter, flow_hash,
+    BACKEND_DOWN, BACKEND_ENABLED, BACKEND_LOCAL, Backend, FlowKey, LOOKUP_SIZE, NO_BACKEND,
+    PROTO_TCP, PROTO_UDP, SERVICE_REHASH_ON_DOWN, SERVICE_RESET_ON_DOWN, ServiceKey, VipState,
+    counter, flow_hash,
 };
 use vip_tests::frames::{
-    ETH_P_ARP, ETH_P_IPV4, Ipv4, Rng, TCP_ACK, TCP_PSH, TCP_SYN, arp, ethernet, icmp_echo, tcp, udp,
+    ETH_P_ARP, ETH_P_IPV4, Ipv4, Rng, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TcpSegment, arp,
+    ethernet, icmp_echo, tcp, tcp_segment, udp,
 };
 
 const XDP_DROP: u32 = 1;
@@ -631,6 +633,189 @@ fn fixtures() {
         );
         let stats = fx.dp.backend_stats(id).unwrap();
         assert!(stats.packets >= 3, "backend {id} counted {stats:?}");
+    });
+}
+
+/// A flow whose backend health checks declared down, under each
+/// `on_backend_down` policy: "reset" answers its TCP segments with the exact
+/// RST a host without the connection would send, "rehash" places it anew,
+/// "keep" leaves it where it is; a SYN always goes through the table.
+#[test]
+fn flows_of_a_down_backend() {
+    if !is_root() {
+        eprintln!("skipping: BPF_PROG_TEST_RUN needs root");
+        return;
+    }
+    in_private_netns(|| {
+        let mut fx = Fixture::new();
+        let sport = 40100;
+        let data = tcp_frame(None, VIP, sport, AMQP, TCP_ACK | TCP_PSH, b"hello");
+        let (verdict, out, _) = fx.run(&data);
+        assert_eq!(verdict, XDP_TX);
+        let down = BACKENDS
+            .iter()
+            .position(|(_, mac)| out[..6] == mac[..])
+            .expect("forwarded to a backend");
+        let down_id = u32::try_from(down).unwrap();
+        // A second flow on the same backend, for "keep" and "rehash" below.
+        let sport2 = (40200..42000)
+            .find(|p| {
+                fx.expected_backend(flow(CLIENT, *p, AMQP, PROTO_TCP), AMQP, PROTO_TCP) == down_id
+            })
+            .unwrap();
+        let data2 = tcp_frame(None, VIP, sport2, AMQP, TCP_ACK, b"x");
+        let (_, out, _) = fx.run(&data2);
+        assert_eq!(out[..6], BACKENDS[down].1[..]);
+        // Health checks take it down: out of the table, flagged down.
+        let (addr, mac) = BACKENDS[down];
+        fx.dp
+            .set_backend(
+                down_id,
+                &Backend {
+                    addr: u32::from_ne_bytes(addr.octets()),
+                    ifindex: 1,
+                    mac,
+                    src_mac: LB_MAC,
+                    flags: BACKEND_ENABLED | BACKEND_DOWN,
+                    service: 0,
+                },
+            )
+            .unwrap();
+        let others: Vec<([u8; 4], u32)> = BACKENDS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != down)
+            .map(|(i, (a, _))| (a.octets(), u32::try_from(i).unwrap()))
+            .collect();
+        let table = build(&others);
+        let policy = |fx: &mut Fixture, flags: u32| {
+            fx.dp
+                .switch_table(skey(VIP, AMQP, PROTO_TCP), 0, flags, &table)
+                .unwrap();
+        };
+        let rst = |seq: u32, ack: u32, flags: u8, pad: usize| {
+            let seg = tcp_segment(&TcpSegment {
+                src: VIP,
+                dst: CLIENT,
+                sport: AMQP,
+                dport: sport,
+                seq,
+                ack,
+                flags,
+                window: 0,
+                payload: &[],
+            });
+            let mut f = ethernet(
+                CLIENT_MAC,
+                LB_MAC,
+                None,
+                ETH_P_IPV4,
+                &Ipv4::new(VIP, CLIENT, 6).packet(&seg),
+            );
+            f.truncate(f.len() - pad);
+            f
+        };
+        let fin_no_ack = tcp_segment(&TcpSegment {
+            src: CLIENT,
+            dst: VIP,
+            sport,
+            dport: AMQP,
+            seq: 7000,
+            ack: 0,
+            flags: TCP_FIN,
+            window: 512,
+            payload: b"bye",
+        });
+        let fin_no_ack = ethernet(
+            LB_MAC,
+            CLIENT_MAC,
+            None,
+            ETH_P_IPV4,
+            &Ipv4::new(CLIENT, VIP, 6).packet(&fin_no_ack),
+        );
+        // Ethernet padding after a short segment is cut too.
+        let mut padded = tcp_frame(None, VIP, sport, AMQP, TCP_ACK, &[]);
+        padded.extend_from_slice(&[0; 6]);
+
+        policy(&mut fx, SERVICE_RESET_ON_DOWN);
+        let table_pick = fx.expected_backend(flow(CLIENT, sport, AMQP, PROTO_TCP), AMQP, PROTO_TCP);
+        assert_ne!(table_pick, down_id);
+        let syn = tcp_frame(None, VIP, sport, AMQP, TCP_SYN, &[]);
+        for case in [
+            Case {
+                what: "reset: data with ACK gets <SEQ=SEG.ACK><CTL=RST>",
+                frame: data.clone(),
+                out: Out::Bytes(XDP_TX, rst(2000, 0, TCP_RST, 0)),
+                counter: counter::TCP_RESET,
+            },
+            Case {
+                what: "reset: FIN+3 bytes without ACK gets RST,ACK acking 7004",
+                frame: fin_no_ack,
+                out: Out::Bytes(XDP_TX, rst(0, 7004, TCP_RST | TCP_ACK, 0)),
+                counter: counter::TCP_RESET,
+            },
+            Case {
+                what: "reset: padding trimmed",
+                frame: padded,
+                out: Out::Bytes(XDP_TX, rst(2000, 0, TCP_RST, 0)),
+                counter: counter::TCP_RESET,
+            },
+            Case {
+                what: "reset: an RST is never answered",
+                frame: tcp_frame(None, VIP, sport, AMQP, TCP_RST | TCP_ACK, &[]),
+                out: Out::Same(XDP_DROP),
+                counter: counter::DROP_NO_BACKEND,
+            },
+        ] {
+            check(&mut fx, &case);
+        }
+        // The RST does not touch the flow: every later segment gets one too,
+        // until a SYN (the client reconnecting on the same port) is placed
+        // by the table on a live backend.
+        let (verdict, out, _) = fx.run(&data);
+        assert_eq!((verdict, out), (XDP_TX, rst(2000, 0, TCP_RST, 0)));
+        let (verdict, out, _) = fx.run(&syn);
+        assert_eq!(verdict, XDP_TX);
+        assert_eq!(
+            out[..6],
+            BACKENDS[table_pick as usize].1[..],
+            "SYN to the table's pick"
+        );
+        let (_, out, moved) = fx.run(&data);
+        assert_eq!(out[..6], BACKENDS[table_pick as usize].1[..]);
+        assert!(
+            moved.contains(&(counter::FLOW_HIT as usize, 1)),
+            "{moved:?}"
+        );
+
+        // The second flow under "keep", then "rehash".
+        policy(&mut fx, 0);
+        check(
+            &mut fx,
+            &Case {
+                what: "keep: still forwarded to the down backend",
+                frame: data2.clone(),
+                out: Out::Bytes(XDP_TX, with_backend_macs(&data2, mac, LB_MAC)),
+                counter: counter::FWD_TX,
+            },
+        );
+        policy(&mut fx, SERVICE_REHASH_ON_DOWN);
+        let pick2 = fx.expected_backend(flow(CLIENT, sport2, AMQP, PROTO_TCP), AMQP, PROTO_TCP);
+        let (verdict, out, moved) = fx.run(&data2);
+        assert_eq!(verdict, XDP_TX);
+        assert_eq!(
+            out,
+            with_backend_macs(&data2, BACKENDS[pick2 as usize].1, LB_MAC)
+        );
+        assert!(
+            moved.contains(&(counter::FLOW_NEW as usize, 1)),
+            "re-placed: {moved:?}"
+        );
+        let (_, _, moved) = fx.run(&data2);
+        assert!(
+            moved.contains(&(counter::FLOW_HIT as usize, 1)),
+            "then sticks: {moved:?}"
+        );
     });
 }
 

@@ -224,8 +224,37 @@ pub struct Vrrp {
     pub track: Vec<Track>,
     /// Called as `<notify> <master|backup|fault> <instance>`.
     pub notify: Option<PathBuf>,
+    /// keepalived-style weight applied while every service on this
+    /// instance's VIPs has no healthy backend (key `track_services =
+    /// { weight = N }`): negative lowers the priority, 0 puts the instance in
+    /// Fault; `None` (no key) lets the instance keep its role.
+    pub track_services: Option<i32>,
+    /// Instances naming the same group change state together (keepalived's
+    /// `vrrp_sync_group`): one in Fault puts them all in Fault, one becoming
+    /// master takes the others with it, one falling back takes the others back.
+    pub sync_group: Option<String>,
+    /// Version 3 only: the checksum form this instance sends (all three are
+    /// accepted). Default [`V3Checksum::PseudoHeader`], what keepalived checks.
+    pub v3_checksum: V3Checksum,
     /// 1-based line of the instance's table header.
     pub line: usize,
+}
+
+/// `[[vrrp]] v3_checksum`: how a version 3 advert's checksum is computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum V3Checksum {
+    /// `"pseudo-header"`: with the IPv4 pseudo-header of the real
+    /// destination (keepalived >= 1.3.7 and FRR; keepalived 2.2.7 accepts
+    /// only this form on multicast).
+    #[default]
+    PseudoHeader,
+    /// `"group-pseudo-header"`: pseudo-header with 224.0.0.18 even on
+    /// unicast (keepalived <= 1.3.6, `old_unicast_checksum`).
+    GroupPseudoHeader,
+    /// `"message-only"`: the VRRP message alone, as RFC 9568 says for IPv4
+    /// (Cisco, Juniper, keepalived `v3_checksum_as_v2`).
+    MessageOnly,
 }
 
 /// `[[vrrp]] garp`: gratuitous ARPs sent on becoming master.
@@ -401,6 +430,9 @@ struct RawVrrp {
     #[serde(default)]
     track: Vec<Spanned<RawTrack>>,
     notify: Option<Spanned<PathBuf>>,
+    track_services: Option<RawTrackServices>,
+    sync_group: Option<Spanned<String>>,
+    v3_checksum: Option<Spanned<V3Checksum>>,
 }
 
 #[derive(Deserialize)]
@@ -409,6 +441,12 @@ struct RawGarp {
     count: Option<Spanned<Int>>,
     interval: Option<Dur>,
     refresh: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrackServices {
+    weight: Option<Spanned<Int>>,
 }
 
 #[derive(Deserialize)]
@@ -1052,20 +1090,7 @@ impl Source<'_> {
             ));
         }
 
-        let garp = match raw.garp {
-            None => Garp::default(),
-            Some(g) => Garp {
-                count: self.int_or(
-                    g.count.as_ref(),
-                    Garp::default().count,
-                    &key("garp.count"),
-                    0..=MAX_GARP_COUNT,
-                    "the gratuitous ARP count",
-                )?,
-                interval: g.interval.map_or(Garp::default().interval, |d| d.0),
-                refresh: g.refresh.map_or(Garp::default().refresh, |d| d.0),
-            },
-        };
+        let garp = self.garp(raw.garp, i)?;
 
         let track = raw
             .track
@@ -1084,6 +1109,13 @@ impl Source<'_> {
             }
             p => p.map(Spanned::into_inner),
         };
+        let (track_services, sync_group, v3_checksum) = self.vrrp_extras(
+            raw.track_services,
+            raw.sync_group,
+            raw.v3_checksum,
+            version,
+            i,
+        )?;
 
         Ok(Vrrp {
             name,
@@ -1100,8 +1132,71 @@ impl Source<'_> {
             garp,
             track,
             notify,
+            track_services,
+            sync_group,
+            v3_checksum,
             line,
         })
+    }
+
+    /// `vrrp[i].garp`, defaults filled in.
+    fn garp(&self, garp: Option<RawGarp>, i: usize) -> Result<Garp, ConfigError> {
+        let key = |k: &str| format!("vrrp[{i}].{k}");
+        Ok(match garp {
+            None => Garp::default(),
+            Some(g) => Garp {
+                count: self.int_or(
+                    g.count.as_ref(),
+                    Garp::default().count,
+                    &key("garp.count"),
+                    0..=MAX_GARP_COUNT,
+                    "the gratuitous ARP count",
+                )?,
+                interval: g.interval.map_or(Garp::default().interval, |d| d.0),
+                refresh: g.refresh.map_or(Garp::default().refresh, |d| d.0),
+            },
+        })
+    }
+
+    /// `track_services`, `sync_group` and `v3_checksum` of `vrrp[i]`.
+    fn vrrp_extras(
+        &self,
+        track_services: Option<RawTrackServices>,
+        sync_group: Option<Spanned<String>>,
+        v3_checksum: Option<Spanned<V3Checksum>>,
+        version: u8,
+        i: usize,
+    ) -> Result<(Option<i32>, Option<String>, V3Checksum), ConfigError> {
+        let key = |k: &str| format!("vrrp[{i}].{k}");
+        let track_services = track_services
+            .map(|t| {
+                self.int_or(
+                    t.weight.as_ref(),
+                    0,
+                    &key("track_services.weight"),
+                    -254..=254,
+                    "a track weight",
+                )
+            })
+            .transpose()?;
+        let sync_group = sync_group
+            .map(|g| self.non_empty(g, &key("sync_group"), "the sync group name"))
+            .transpose()?;
+        let v3_checksum = match v3_checksum {
+            None => V3Checksum::default(),
+            Some(c) if version == 2 => {
+                return Err(self.error(
+                    c.span().start,
+                    &key("v3_checksum"),
+                    "applies to VRRP version 3 only and this instance is version 2; \
+                     remove the key"
+                        .to_owned(),
+                ));
+            }
+            Some(c) => c.into_inner(),
+        };
+
+        Ok((track_services, sync_group, v3_checksum))
     }
 
     fn advert_interval(
@@ -2187,6 +2282,48 @@ backends = [
             "vrid 51 is already used by vrrp[0] (line 7)",
         );
         assert_eq!(ok(&(vrrp_with("") + &second("VI_2", 52))).vrrp.len(), 2);
+    }
+
+    #[test]
+    fn sync_group_checksum_and_track_services() {
+        let c = ok(&vrrp_with(
+            "sync_group = \"G1\"\nv3_checksum = \"message-only\"\ntrack_services = { weight = -50 }\n",
+        ));
+        assert_eq!(c.vrrp[0].sync_group.as_deref(), Some("G1"));
+        assert_eq!(c.vrrp[0].v3_checksum, V3Checksum::MessageOnly);
+        assert_eq!(c.vrrp[0].track_services, Some(-50));
+        let c = ok(&vrrp_with("track_services = {}\n"));
+        assert_eq!(c.vrrp[0].track_services, Some(0));
+        let c = ok(&vrrp_with(""));
+        assert_eq!(c.vrrp[0].v3_checksum, V3Checksum::PseudoHeader);
+        assert_eq!(
+            (c.vrrp[0].sync_group.as_ref(), c.vrrp[0].track_services),
+            (None, None)
+        );
+        fails(
+            &vrrp_with("sync_group = \" \"\n"),
+            11,
+            "vrrp[0].sync_group",
+            "empty",
+        );
+        fails(
+            &vrrp_with("track_services = { weight = -300 }\n"),
+            11,
+            "vrrp[0].track_services.weight",
+            "-254..=254",
+        );
+        fails(
+            &vrrp_with("v3_checksum = \"rfc\"\n"),
+            11,
+            "vrrp[0].v3_checksum",
+            "pseudo-header",
+        );
+        fails(
+            &vrrp_with("version = 2\nadvert_interval = \"1s\"\nv3_checksum = \"message-only\"\n"),
+            13,
+            "vrrp[0].v3_checksum",
+            "version 3 only",
+        );
     }
 
     #[test]

@@ -120,13 +120,17 @@ pub mod counter {
     pub const DROP_NO_BACKEND: u32 = 12;
     /// A redirect the kernel refused (device gone): `XDP_DROP`.
     pub const DROP_REDIRECT: u32 = 13;
+    /// A TCP segment of a flow whose backend health checks declared down,
+    /// answered with an RST in place so the client reconnects at once
+    /// ([`crate::SERVICE_RESET_ON_DOWN`]): `XDP_TX`.
+    pub const TCP_RESET: u32 = 14;
     /// Not a verdict: a forwarded packet whose flow was in the flow table.
-    pub const FLOW_HIT: u32 = 14;
+    pub const FLOW_HIT: u32 = 15;
     /// Not a verdict: a forwarded packet that created a flow-table entry.
-    pub const FLOW_NEW: u32 = 15;
+    pub const FLOW_NEW: u32 = 16;
 
     /// Size of the counter array.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
     /// The verdict counters: exactly one moves per packet.
     pub const VERDICTS: core::ops::Range<u32> = ARP_REPLY..FLOW_HIT;
 
@@ -146,6 +150,7 @@ pub mod counter {
         "drop_malformed",
         "drop_no_backend",
         "drop_redirect",
+        "tcp_reset",
         "flow_hit",
         "flow_new",
     ];
@@ -211,6 +216,17 @@ pub const BACKEND_ENABLED: u32 = 1;
 pub const BACKEND_LOCAL: u32 = 1 << 1;
 /// Draining: keeps its flows, takes no new ones (it is absent from the table).
 pub const BACKEND_DRAINING: u32 = 1 << 2;
+/// Health checks declared it down: absent from the table; packets of its
+/// flows follow the service's `SERVICE_*_ON_DOWN` policy.
+pub const BACKEND_DOWN: u32 = 1 << 3;
+
+/// `Service::flags`: a TCP segment of a flow whose backend is down is
+/// answered with an RST (`on_backend_down = "reset"`).
+pub const SERVICE_RESET_ON_DOWN: u32 = 1;
+/// `Service::flags`: a flow whose backend is down is placed anew by the table
+/// (`on_backend_down = "rehash"`). Neither flag: the flow keeps its backend
+/// (`"keep"`).
+pub const SERVICE_REHASH_ON_DOWN: u32 = 1 << 1;
 
 /// Value of [`maps::BACKENDS`].
 #[repr(C)]

@@ -17,7 +17,9 @@ pub const ARP_HTYPE_ETHER: [u8; 2] = [0x00, 0x01];
 pub const ARP_OP_REQUEST: [u8; 2] = [0x00, 0x01];
 pub const ARP_OP_REPLY: [u8; 2] = [0x00, 0x02];
 
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
 pub const ICMP_ECHO_REQUEST: u8 = 8;
@@ -112,6 +114,27 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
 #[inline(always)]
 pub fn csum_replace(check: [u8; 2], old: u16, new: u16) -> [u8; 2] {
     let mut sum = u32::from(!u16::from_be_bytes(check)) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    #[expect(clippy::cast_possible_truncation, reason = "folded to 16 bits above")]
+    (!(sum as u16)).to_be_bytes()
+}
+
+/// The checksum of a 20-byte TCP header without payload (its `check` field
+/// zero) under the IPv4 pseudo-header: a fixed-size sum the verifier accepts.
+#[inline(always)]
+pub fn tcp_checksum(saddr: [u8; 4], daddr: [u8; 4], tcp: &TcpHdr) -> [u8; 2] {
+    let w = |b: [u8; 2]| u32::from(u16::from_be_bytes(b));
+    let mut sum = w([saddr[0], saddr[1]])
+        + w([saddr[2], saddr[3]])
+        + w([daddr[0], daddr[1]])
+        + w([daddr[2], daddr[3]])
+        + u32::from(IPPROTO_TCP)
+        + 20;
+    sum += w(tcp.sport) + w(tcp.dport);
+    sum += w([tcp.seq[0], tcp.seq[1]]) + w([tcp.seq[2], tcp.seq[3]]);
+    sum += w([tcp.ack[0], tcp.ack[1]]) + w([tcp.ack[2], tcp.ack[3]]);
+    sum += w([tcp.doff_res, tcp.flags]) + w(tcp.window) + w(tcp.check) + w(tcp.urg);
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     #[expect(clippy::cast_possible_truncation, reason = "folded to 16 bits above")]

@@ -18,7 +18,7 @@ use aya_ebpf::{
         BPF_F_NO_PREALLOC,
         xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
     },
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_tail},
     macros::{map, xdp},
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
@@ -26,12 +26,14 @@ use aya_ebpf::{
 use headers::{
     ARP_HTYPE_ETHER, ARP_OP_REPLY, ARP_OP_REQUEST, ArpHdr, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4,
     EthHdr, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IcmpHdr,
-    Ipv4Hdr, TCP_ACK, TCP_SYN, TcpHdr, UdpHdr, VlanHdr, csum_replace, ptr_at,
+    Ipv4Hdr, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpHdr, UdpHdr, VlanHdr, csum_replace, ptr_at,
+    tcp_checksum,
 };
 use vip_common::{
-    BACKEND_ENABLED, BACKEND_LOCAL, Backend, BackendStats, FlowKey, FlowValue, Heartbeat,
-    LOOKUP_SIZE, LookupHalf, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_TX_PORTS, MAX_VIPS,
-    NO_BACKEND, Service, ServiceKey, VipState, counter, flow_hash,
+    BACKEND_DOWN, BACKEND_ENABLED, BACKEND_LOCAL, Backend, BackendStats, FlowKey, FlowValue,
+    Heartbeat, LOOKUP_SIZE, LookupHalf, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_TX_PORTS,
+    MAX_VIPS, NO_BACKEND, SERVICE_REHASH_ON_DOWN, SERVICE_RESET_ON_DOWN, Service, ServiceKey,
+    VipState, counter, flow_hash,
 };
 
 /// Which VIPs exist, whether this node holds each one now, and its MAC.
@@ -96,6 +98,14 @@ const PASS_MALFORMED: Verdict = verdict(XDP_PASS, counter::PASS_MALFORMED);
 const DROP_MALFORMED: Verdict = verdict(XDP_DROP, counter::DROP_MALFORMED);
 const DROP_NO_BACKEND: Verdict = verdict(XDP_DROP, counter::DROP_NO_BACKEND);
 const DROP_REDIRECT: Verdict = verdict(XDP_DROP, counter::DROP_REDIRECT);
+const TCP_RESET: Verdict = verdict(XDP_TX, counter::TCP_RESET);
+
+/// What `forward` decided.
+enum Steer {
+    Done(Verdict),
+    /// The flow's backend is down and the service resets: answer with an RST.
+    Reset,
+}
 
 #[xdp]
 pub fn vip_xdp(ctx: XdpContext) -> u32 {
@@ -240,7 +250,10 @@ fn ipv4(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
             // table even when a stale flow with the same 5-tuple (a reused
             // client port) is still in the LRU.
             let new_conn = tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-            forward(ctx, eth, ip, tcp.sport, tcp.dport, IPPROTO_TCP, new_conn)
+            match forward(ctx, eth, ip, tcp.sport, tcp.dport, IPPROTO_TCP, new_conn) {
+                Steer::Done(v) => v,
+                Steer::Reset => tcp_reset(ctx, eth, ip, l4, l4_len, doff, vip.mac),
+            }
         }
         IPPROTO_UDP => {
             let Some(udp) = ptr_at::<UdpHdr>(ctx, l4) else {
@@ -252,7 +265,11 @@ fn ipv4(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
             if len < 8 || len > l4_len {
                 return DROP_MALFORMED;
             }
-            forward(ctx, eth, ip, udp.sport, udp.dport, IPPROTO_UDP, false)
+            match forward(ctx, eth, ip, udp.sport, udp.dport, IPPROTO_UDP, false) {
+                Steer::Done(v) => v,
+                // No RST for UDP: config refuses "reset" for a UDP service.
+                Steer::Reset => DROP_NO_BACKEND,
+            }
         }
         IPPROTO_ICMP => {
             let Some(icmp) = ptr_at::<IcmpHdr>(ctx, l4) else {
@@ -299,7 +316,7 @@ fn forward(
     dport: [u8; 2],
     proto: u8,
     new_conn: bool,
-) -> Verdict {
+) -> Steer {
     let skey = ServiceKey {
         vip: u32::from_ne_bytes(ip.daddr),
         port: u16::from_ne_bytes(dport),
@@ -308,7 +325,7 @@ fn forward(
     };
     // SAFETY: no-prealloc hash map, copied out at once (see vip_state).
     let Some(svc) = SERVICES.get_ptr(&skey).map(|p| unsafe { *p }) else {
-        return PASS_OTHER;
+        return Steer::Done(PASS_OTHER);
     };
     let key = FlowKey {
         src: u32::from_ne_bytes(ip.saddr),
@@ -325,15 +342,22 @@ fn forward(
     if !new_conn
         && let Some(flow) = FLOWS.get_ptr(&key).map(|p| unsafe { *p })
         && flow.service == svc.id
-        && backend(flow.backend).is_some_and(|b| b.flags & BACKEND_ENABLED != 0)
+        && let Some(b) = backend(flow.backend)
+        && b.flags & BACKEND_ENABLED != 0
     {
-        id = flow.backend;
-        count(counter::FLOW_HIT);
+        // A flow whose backend is down: reset it, place it anew, or keep it.
+        if b.flags & BACKEND_DOWN == 0 || svc.flags & SERVICE_REHASH_ON_DOWN == 0 {
+            if b.flags & BACKEND_DOWN != 0 && svc.flags & SERVICE_RESET_ON_DOWN != 0 {
+                return Steer::Reset;
+            }
+            id = flow.backend;
+            count(counter::FLOW_HIT);
+        }
     }
     if id == NO_BACKEND {
         id = table_pick(&svc, &key);
         if id == NO_BACKEND {
-            return DROP_NO_BACKEND;
+            return Steer::Done(DROP_NO_BACKEND);
         }
         let value = FlowValue {
             backend: id,
@@ -344,10 +368,10 @@ fn forward(
         count(counter::FLOW_NEW);
     }
     let Some(b) = backend(id) else {
-        return DROP_NO_BACKEND;
+        return Steer::Done(DROP_NO_BACKEND);
     };
     if b.flags & BACKEND_ENABLED == 0 {
-        return DROP_NO_BACKEND;
+        return Steer::Done(DROP_NO_BACKEND);
     }
     if let Some(stats) = BACKEND_STATS.get_ptr_mut(id) {
         // SAFETY: per-CPU slot.
@@ -357,19 +381,102 @@ fn forward(
         }
     }
     if b.flags & BACKEND_LOCAL != 0 {
-        return PASS_LOCAL;
+        return Steer::Done(PASS_LOCAL);
     }
     // SAFETY: checked by ptr_at in process().
     let eth = unsafe { &mut *eth };
     eth.dst = b.mac;
     eth.src = b.src_mac;
     if b.ifindex == ctx.ingress_ifindex() as u32 {
-        return FWD_TX;
+        return Steer::Done(FWD_TX);
     }
-    match TX_PORTS.redirect(b.ifindex, 0) {
+    Steer::Done(match TX_PORTS.redirect(b.ifindex, 0) {
         Ok(XDP_REDIRECT) => FWD_REDIRECT,
         _ => DROP_REDIRECT,
+    })
+}
+
+/// Rewrites a TCP segment into the RST a host without the connection sends
+/// back (RFC 9293 §3.10.7.1), in place: addresses and ports swapped, the
+/// segment cut to a bare 20-byte header, `XDP_TX`. The client's stack then
+/// fails the connection at once and the AMQP client reconnects through the
+/// VIP, instead of retransmitting into a dead backend until its heartbeat
+/// or a TCP timeout gives up. An RST is never answered (dropped).
+#[inline(always)]
+fn tcp_reset(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: &mut Ipv4Hdr,
+    l4: usize,
+    l4_len: usize,
+    doff: usize,
+    mac: [u8; 6],
+) -> Verdict {
+    let Some(tcp) = ptr_at::<TcpHdr>(ctx, l4) else {
+        return DROP_MALFORMED;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let tcp = unsafe { &mut *tcp };
+    if tcp.flags & TCP_RST != 0 {
+        return DROP_NO_BACKEND;
     }
+    // With ACK: <SEQ=SEG.ACK><CTL=RST>. Without: <SEQ=0><ACK=SEG.SEQ+SEG.LEN>
+    // <CTL=RST,ACK>, SYN and FIN each counting one.
+    if tcp.flags & TCP_ACK != 0 {
+        tcp.seq = tcp.ack;
+        tcp.ack = [0; 4];
+        tcp.flags = TCP_RST;
+    } else {
+        let mut len = (l4_len - doff) as u32;
+        if tcp.flags & TCP_SYN != 0 {
+            len += 1;
+        }
+        if tcp.flags & TCP_FIN != 0 {
+            len += 1;
+        }
+        tcp.ack = u32::from_be_bytes(tcp.seq).wrapping_add(len).to_be_bytes();
+        tcp.seq = [0; 4];
+        tcp.flags = TCP_RST | TCP_ACK;
+    }
+    let sport = tcp.sport;
+    tcp.sport = tcp.dport;
+    tcp.dport = sport;
+    tcp.doff_res = 5 << 4;
+    tcp.window = [0; 2];
+    tcp.urg = [0; 2];
+
+    // SAFETY: checked by ptr_at in process().
+    let eth = unsafe { &mut *eth };
+    eth.dst = eth.src;
+    eth.src = mac;
+    let daddr = ip.daddr;
+    ip.daddr = ip.saddr;
+    ip.saddr = daddr;
+    // IP options, if any, stay; only the total length and the TTL change.
+    let hdr_len = usize::from(ip.ver_ihl & 0x0f) * 4;
+    let old_len = u16::from_be_bytes(ip.tot_len);
+    let new_len = (hdr_len + 20) as u16;
+    ip.tot_len = new_len.to_be_bytes();
+    ip.check = csum_replace(ip.check, old_len, new_len);
+    let old = u16::from_be_bytes([ip.ttl, ip.proto]);
+    ip.ttl = 64;
+    ip.check = csum_replace(ip.check, old, u16::from_be_bytes([ip.ttl, ip.proto]));
+    tcp.check = [0; 2];
+    tcp.check = tcp_checksum(ip.saddr, ip.daddr, tcp);
+
+    // Cut everything after the new header (payload, TCP options, and any
+    // Ethernet padding).
+    let keep = (l4 + 20) as i64;
+    let len = ctx.data_end() - ctx.data();
+    // SAFETY: a read of a local. Volatile so that LLVM cannot fold the
+    // subtraction below into arithmetic on `data_end`, which the verifier
+    // refuses ("pointer arithmetic on pkt_end prohibited").
+    let have = unsafe { core::ptr::read_volatile(&len) } as i64;
+    // SAFETY: shrinking only; the helper validates the new length.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (keep - have) as i32) } != 0 {
+        return DROP_MALFORMED;
+    }
+    TCP_RESET
 }
 
 /// The backend id the live lookup-table half gives this flow, or `NO_BACKEND`.

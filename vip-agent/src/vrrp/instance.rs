@@ -17,6 +17,7 @@ use super::{
     packet::{
         AdvertRepr, Auth, ChecksumForm, ChecksumForms, Packet, ParseOptions, Version, check_ttl,
     },
+    sync::Groups,
     transport::{GarpSocket, Received, VRRP_GROUP, VrrpSocket},
 };
 use crate::{config, dataplane::Dataplane};
@@ -63,6 +64,20 @@ fn auth(cfg: &config::Vrrp) -> Auth {
     }
 }
 
+fn checksum_form(c: config::V3Checksum) -> ChecksumForm {
+    match c {
+        config::V3Checksum::PseudoHeader => ChecksumForm::PseudoHeader,
+        config::V3Checksum::GroupPseudoHeader => ChecksumForm::PseudoHeaderGroupDst,
+        config::V3Checksum::MessageOnly => ChecksumForm::MessageOnly,
+    }
+}
+
+impl AsMut<Machine> for Instance {
+    fn as_mut(&mut self) -> &mut Machine {
+        &mut self.machine
+    }
+}
+
 impl Instance {
     #[must_use]
     pub fn new(cfg: config::Vrrp, iface_mac: [u8; 6], primary: Ipv4Addr, now: Instant) -> Self {
@@ -74,6 +89,7 @@ impl Instance {
             preempt: cfg.preempt,
             preempt_delay: cfg.preempt_delay,
             primary,
+            synced: cfg.sync_group.is_some(),
         });
         let mac = if cfg.virtual_mac {
             virtual_mac(cfg.vrid)
@@ -159,7 +175,7 @@ impl Instance {
             addresses: self.cfg.vips.clone(),
             auth: auth(&self.cfg),
         }
-        .emit(self.primary, dst, ChecksumForm::default())
+        .emit(self.primary, dst, checksum_form(self.cfg.v3_checksum))
     }
 
     /// Carries out every pending action. VIP-table writes happen here, in the
@@ -297,6 +313,7 @@ pub struct Runtime {
     pub sock: Arc<VrrpSocket>,
     garp: Arc<GarpSocket>,
     pub instances: Vec<Instance>,
+    groups: Groups,
     /// Adverts for a VRID this node does not run.
     pub unknown_vrid: u64,
 }
@@ -320,6 +337,7 @@ impl Runtime {
                 .iter()
                 .map(|c| Instance::new(c.clone(), mac, primary, now))
                 .collect(),
+            groups: Groups::new(vrrp.iter().map(|v| v.sync_group.as_deref())),
             unknown_vrid: 0,
         })
     }
@@ -344,6 +362,17 @@ impl Runtime {
         out
     }
 
+    fn states(&self) -> Vec<State> {
+        self.instances.iter().map(|i| i.machine.state()).collect()
+    }
+
+    /// Applies the sync-group rules to what the last input did (`before`:
+    /// the states before it), then carries out every instance's actions.
+    fn settle_and_drain(&mut self, now: Instant, before: &[State], dp: &mut Dataplane) {
+        self.groups.settle(now, &mut self.instances, before);
+        self.drain(dp);
+    }
+
     fn drain(&mut self, dp: &mut Dataplane) {
         for i in &mut self.instances {
             i.drain_actions(&self.sock, &self.garp, dp);
@@ -352,22 +381,22 @@ impl Runtime {
 
     /// Starts every machine (an address owner becomes master at once).
     pub fn startup(&mut self, now: Instant, dp: &mut Dataplane) {
+        let before = self.states();
         for i in &mut self.instances {
             i.machine.handle_startup(now);
         }
-        self.drain(dp);
+        self.settle_and_drain(now, &before, dp);
     }
 
     /// Hands a received datagram to the instance with its VRID.
     pub fn receive(&mut self, now: Instant, pkt: &Received, dp: &mut Dataplane) {
         let vrid = pkt.payload.get(1).copied();
+        let before = self.states();
         match self.instances.iter_mut().find(|i| Some(i.cfg.vrid) == vrid) {
-            Some(i) => {
-                i.receive(now, pkt);
-                i.drain_actions(&self.sock, &self.garp, dp);
-            }
+            Some(i) => i.receive(now, pkt),
             None => self.unknown_vrid += 1,
         }
+        self.settle_and_drain(now, &before, dp);
     }
 
     /// The earliest timer of any machine.
@@ -381,6 +410,7 @@ impl Runtime {
 
     /// Fires expired timers, and the periodic gratuitous ARP of masters.
     pub fn timeout(&mut self, now: Instant, dp: &mut Dataplane) {
+        let before = self.states();
         for i in &mut self.instances {
             i.machine.handle_timeout(now);
             if let Some(at) = i.refresh_at
@@ -394,12 +424,14 @@ impl Runtime {
                 }
             }
         }
-        self.drain(dp);
+        self.settle_and_drain(now, &before, dp);
     }
 
     /// Re-evaluates every instance after a tracked check changed or the link
     /// did: priority from the checks' weights (keepalived `track_script`),
-    /// and Fault while the link is down or a weight-0 check fails.
+    /// and Fault while the link is down or a weight-0 check fails. A member
+    /// of a sync group ignores weights, as in keepalived: any failing tracked
+    /// check puts it, and so its whole group, in Fault (see `vrrp::sync`).
     pub fn reevaluate(
         &mut self,
         now: Instant,
@@ -407,12 +439,27 @@ impl Runtime {
         down: &dyn Fn(&str) -> bool,
         dp: &mut Dataplane,
     ) {
-        for i in &mut self.instances {
-            let fault_check = crate::health::tracked_fault(&i.cfg.track, down);
-            let operational = link_up && !fault_check;
+        let before = self.states();
+        let own: Vec<bool> = self
+            .instances
+            .iter()
+            .map(|i| {
+                let fault_check = if i.cfg.sync_group.is_some() {
+                    i.cfg.track.iter().any(|t| down(&t.check))
+                } else {
+                    crate::health::tracked_fault(&i.cfg.track, down)
+                };
+                link_up && !fault_check
+            })
+            .collect();
+        for (n, i) in self.instances.iter_mut().enumerate() {
+            let operational = self.groups.operational(n, &own);
             if operational != i.operational {
                 i.operational = operational;
                 i.machine.handle_link(now, operational);
+            }
+            if i.cfg.sync_group.is_some() {
+                continue;
             }
             let p = crate::health::effective_priority(i.cfg.priority, &i.cfg.track, down);
             if p != i.machine.priority() {
@@ -420,7 +467,7 @@ impl Runtime {
                 i.machine.handle_priority(now, p);
             }
         }
-        self.drain(dp);
+        self.settle_and_drain(now, &before, dp);
     }
 
     /// Graceful shutdown: a master sends priority 0, and keeps forwarding

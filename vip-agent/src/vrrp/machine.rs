@@ -42,6 +42,10 @@ pub struct Params {
     pub preempt_delay: Duration,
     /// Our primary address: the tie-break between equal priorities.
     pub primary: Ipv4Addr,
+    /// A member of a sync group: master-down does not make it master by
+    /// itself, it only [`Machine::wants_master`]; the group decides (see
+    /// `vrrp::sync`).
+    pub synced: bool,
 }
 
 /// A parsed, validated advert of this instance's VRID.
@@ -161,6 +165,8 @@ pub struct Machine {
     preempt_hold: Option<Instant>,
     /// Master: when we last heard a lower-priority advert.
     last_lower: Option<Instant>,
+    /// Synced Backup: master-down expired, waiting for the group.
+    wants_master: bool,
 }
 
 impl Machine {
@@ -190,6 +196,7 @@ impl Machine {
             actions: VecDeque::new(),
             preempt_hold: None,
             last_lower: None,
+            wants_master: false,
         }
     }
 
@@ -254,6 +261,13 @@ impl Machine {
                 continue;
             }
             match (timer, self.state) {
+                (Timer::MasterDown, State::Backup) if self.params.synced => {
+                    // keepalived's vrrp_sync_can_goto_master: wait for the
+                    // group, checking again after another interval.
+                    self.wants_master = true;
+                    self.timers
+                        .set(Timer::MasterDown, now + self.master_down_interval());
+                }
                 (Timer::MasterDown, State::Backup) => self.become_master(now),
                 (Timer::Advert, State::Master) => self.send_advert(now),
                 _ => {}
@@ -304,9 +318,36 @@ impl Machine {
             self.actions.push_back(Action::BecomeBackup);
         }
         self.state = State::Initialize;
+        self.wants_master = false;
         self.timers.clear();
         self.preempt_hold = None;
         self.last_lower = None;
+    }
+
+    /// Sync group: every member wants to be master, so this Backup becomes
+    /// Master now. Ignored in other states.
+    pub fn handle_sync_master(&mut self, now: Instant) {
+        if self.state == State::Backup {
+            self.become_master(now);
+        }
+    }
+
+    /// Sync group: a member lost mastership, so this Master falls back too,
+    /// sending priority 0 so that the peer's member takes over after
+    /// `Skew_Time` rather than `Master_Down_Interval`. Ignored in other states.
+    pub fn handle_sync_backup(&mut self, now: Instant) {
+        if self.state == State::Master {
+            self.actions.push_back(Action::SendAdvert { priority: 0 });
+            self.master_adver_interval = self.params.advert_interval;
+            self.enter_backup(now);
+        }
+    }
+
+    /// A synced Backup whose master-down time has passed: it would be master
+    /// if its group agreed.
+    #[must_use]
+    pub fn wants_master(&self) -> bool {
+        self.state == State::Backup && self.wants_master
     }
 
     /// When [`Machine::handle_timeout`] must next be called, if ever.
@@ -381,6 +422,7 @@ impl Machine {
             self.preempt_hold = None;
         }
         if !self.params.preempt || !lower || self.holding(now) {
+            self.wants_master = false;
             if self.params.version == 3 {
                 self.master_adver_interval = adv.interval;
             }
@@ -435,6 +477,7 @@ impl Machine {
 
     fn become_master(&mut self, now: Instant) {
         self.state = State::Master;
+        self.wants_master = false;
         self.master_adver_interval = self.params.advert_interval;
         self.timers.clear();
         self.preempt_hold = None;
@@ -448,6 +491,7 @@ impl Machine {
     /// Enters Backup; the caller has set the interval to learn from.
     fn enter_backup(&mut self, now: Instant) {
         self.state = State::Backup;
+        self.wants_master = false;
         self.timers.clear();
         self.preempt_hold = None;
         self.last_lower = None;
@@ -459,6 +503,7 @@ impl Machine {
 
     fn enter_fault(&mut self) {
         self.state = State::Fault;
+        self.wants_master = false;
         self.timers.clear();
         self.preempt_hold = None;
         self.last_lower = None;
@@ -502,6 +547,7 @@ mod tests {
             preempt: true,
             preempt_delay: Duration::ZERO,
             primary: addr(i),
+            synced: false,
         }
     }
 
