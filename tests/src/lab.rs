@@ -94,8 +94,9 @@ pub fn format_mac(mac: [u8; 6]) -> String {
 }
 
 /// The config of a lab load balancer: `[node]` on `eth0` named `name`, pins
-/// under `bpffs`, and one TCP service on VIP:5672 over `backends`
-/// (address, weight). Used by the tests, the demo and `lab up`.
+/// under `bpffs`, its control socket `<name>.sock` beside `bpffs`, and one
+/// TCP service on VIP:5672 over `backends` (address, weight). Used by the
+/// tests, the demo and `lab up`.
 #[must_use]
 pub fn agent_config(name: &str, bpffs: &Path, backends: &[(&str, u32)]) -> String {
     let list: Vec<String> = backends
@@ -103,10 +104,20 @@ pub fn agent_config(name: &str, bpffs: &Path, backends: &[(&str, u32)]) -> Strin
         .map(|(a, w)| format!("  {{ address = \"{a}\", weight = {w} }},"))
         .collect();
     format!(
-        "[node]\ninterface = \"eth0\"\nname = \"{name}\"\nbpffs = \"{}\"\n\n[[service]]\nvip = \"{VIP}\"\nport = 5672\nprotocol = \"tcp\"\nbackends = [\n{}\n]\n",
+        "[node]\ninterface = \"eth0\"\nname = \"{name}\"\nbpffs = \"{}\"\ncontrol_socket = \"{}\"\n\n[[service]]\nvip = \"{VIP}\"\nport = 5672\nprotocol = \"tcp\"\nbackends = [\n{}\n]\n",
         bpffs.display(),
+        control_socket(name, bpffs).display(),
         list.join("\n")
     )
+}
+
+/// Where [`agent_config`] puts the control socket.
+#[must_use]
+pub fn control_socket(name: &str, bpffs: &Path) -> PathBuf {
+    bpffs
+        .parent()
+        .unwrap_or(Path::new("/run"))
+        .join(format!("{name}.sock"))
 }
 
 /// How to build a [`Lab`].

@@ -13,8 +13,9 @@ use std::{
 };
 
 use vip_common::{
-    BACKEND_DRAINING, BACKEND_ENABLED, BACKEND_LOCAL, Backend, LOOKUP_SIZE, MAX_BACKENDS,
-    MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP, ServiceKey, VipState,
+    BACKEND_DOWN, BACKEND_DRAINING, BACKEND_ENABLED, BACKEND_LOCAL, Backend, LOOKUP_SIZE,
+    MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP, SERVICE_RESET_ON_DOWN,
+    ServiceKey, VipState,
 };
 
 use crate::{
@@ -45,7 +46,16 @@ pub enum AgentError {
 
 /// Where an id-keyed thing lives: a service by (VIP, port, protocol), a
 /// backend by (service id, address).
-type ServiceIdent = (Ipv4Addr, u16, u8);
+pub type ServiceIdent = (Ipv4Addr, u16, u8);
+
+/// Runtime changes to the configured backend set: backends an operator
+/// drained (`vipctl drain`), and backends health checks declared down, with
+/// the reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Steering {
+    pub drained: BTreeSet<Ipv4Addr>,
+    pub down: BTreeMap<(ServiceIdent, Ipv4Addr), String>,
+}
 
 /// Stable ids for services and backends.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -139,7 +149,9 @@ fn proto_num(p: Protocol) -> u8 {
     }
 }
 
-fn service_ident(s: &crate::config::Service) -> ServiceIdent {
+/// The identity of a configured service.
+#[must_use]
+pub fn service_ident(s: &crate::config::Service) -> ServiceIdent {
     (s.vip, s.port, proto_num(s.protocol))
 }
 
@@ -169,8 +181,20 @@ pub struct BackendPlan {
     pub id: u32,
     pub addr: Ipv4Addr,
     pub weight: u32,
+    /// Weight 0 or drained by an operator: keeps its flows, takes no new ones.
+    pub draining: bool,
+    /// Declared down by the service's health check.
+    pub down: bool,
     /// `None` while the backend's MAC is unknown: it stays out of the table.
     pub resolved: Option<Resolved>,
+}
+
+impl BackendPlan {
+    /// Whether new flows may land on it.
+    #[must_use]
+    pub fn in_table(&self) -> bool {
+        self.resolved.is_some() && !self.draining && !self.down && self.weight > 0
+    }
 }
 
 /// One service as it should appear in the maps.
@@ -180,6 +204,8 @@ pub struct ServicePlan {
     pub vip: Ipv4Addr,
     pub port: u16,
     pub proto: u8,
+    /// `SERVICE_*` flags (what XDP does with flows of a down backend).
+    pub flags: u32,
     pub backends: Vec<BackendPlan>,
 }
 
@@ -189,7 +215,8 @@ impl ServicePlan {
         service_key(self.vip, self.port, self.proto)
     }
 
-    /// The Maglev table: backends with weight > 0 and a known MAC.
+    /// The Maglev table: backends with weight > 0 and a known MAC that are
+    /// neither drained nor down.
     #[must_use]
     pub fn table(&self) -> Vec<u32> {
         let identities: Vec<[u8; 4]> = self.backends.iter().map(|b| b.addr.octets()).collect();
@@ -197,7 +224,7 @@ impl ServicePlan {
             .backends
             .iter()
             .zip(&identities)
-            .filter(|(b, _)| b.resolved.is_some())
+            .filter(|(b, _)| b.in_table())
             .map(|(b, ident)| maglev::Entry {
                 identity: ident,
                 weight: b.weight,
@@ -213,8 +240,11 @@ impl ServicePlan {
         if r.local {
             flags |= BACKEND_LOCAL;
         }
-        if b.weight == 0 {
+        if b.draining || b.weight == 0 {
             flags |= BACKEND_DRAINING;
+        }
+        if b.down {
+            flags |= BACKEND_DOWN;
         }
         Backend {
             addr: u32::from_ne_bytes(b.addr.octets()),
@@ -244,6 +274,7 @@ pub fn plan(
     all: &[Iface],
     macs: &BTreeMap<Ipv4Addr, Resolved>,
     vrrp_vips: &BTreeMap<Ipv4Addr, VipState>,
+    steering: &Steering,
 ) -> Plan {
     // VIPs of a VRRP instance are active while it is master; every other
     // service VIP is owned statically by this node.
@@ -277,6 +308,8 @@ pub fn plan(
                     id: ids.backend(id, b.address).expect("ids assigned"),
                     addr: b.address,
                     weight: b.weight,
+                    draining: b.weight == 0 || steering.drained.contains(&b.address),
+                    down: steering.down.contains_key(&(service_ident(svc), b.address)),
                     resolved,
                 }
             })
@@ -286,16 +319,39 @@ pub fn plan(
             vip: svc.vip,
             port: svc.port,
             proto: proto_num(svc.protocol),
+            flags: service_flags(svc),
             backends,
         });
     }
     Plan { vips, services }
 }
 
+/// The `SERVICE_*` flags of a configured service.
+fn service_flags(svc: &crate::config::Service) -> u32 {
+    match svc.protocol {
+        Protocol::Tcp => SERVICE_RESET_ON_DOWN,
+        Protocol::Udp => 0,
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Lookup tables rebuilt and switched.
+    pub switched: u64,
+    /// How long the last one took (build, fill, flip).
+    pub last_us: u64,
+}
+
 /// Writes `plan` into the maps, replacing `old` (the plan last applied).
 /// Backends first, then each table switch, then removals, so no packet ever
 /// meets a table slot naming a backend that is not written yet.
-pub fn apply(dp: &mut Dataplane, old: Option<&Plan>, plan: &Plan) -> Result<(), DataplaneError> {
+pub fn apply(
+    dp: &mut Dataplane,
+    old: Option<&Plan>,
+    plan: &Plan,
+) -> Result<Applied, DataplaneError> {
+    let mut applied = Applied::default();
     for svc in &plan.services {
         for b in svc.backends.iter().filter(|b| b.resolved.is_some()) {
             dp.set_backend(b.id, &svc.map_backend(b))?;
@@ -311,11 +367,13 @@ pub fn apply(dp: &mut Dataplane, old: Option<&Plan>, plan: &Plan) -> Result<(), 
             .is_some_and(|o| o == svc);
         if !unchanged {
             let t0 = Instant::now();
-            dp.switch_table(svc.key(), svc.id, 0, &svc.table())?;
+            dp.switch_table(svc.key(), svc.id, svc.flags, &svc.table())?;
+            applied.switched += 1;
+            applied.last_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
             tracing::info!(
                 service = %format!("{}:{}", svc.vip, svc.port),
-                backends = svc.backends.iter().filter(|b| b.resolved.is_some() && b.weight > 0).count(),
-                took_us = t0.elapsed().as_micros(),
+                backends = svc.backends.iter().filter(|b| b.in_table()).count(),
+                took_us = applied.last_us,
                 "lookup table switched"
             );
         }
@@ -324,7 +382,7 @@ pub fn apply(dp: &mut Dataplane, old: Option<&Plan>, plan: &Plan) -> Result<(), 
         dp.set_vip(*vip, *state)?;
     }
     prune(dp, plan)?;
-    Ok(())
+    Ok(applied)
 }
 
 /// Removes from the maps whatever `plan` does not hold: services, backends
@@ -359,14 +417,16 @@ fn prune(dp: &mut Dataplane, plan: &Plan) -> Result<(), DataplaneError> {
 }
 
 /// Resolves the MACs of every non-local backend of `config` that sits on a
-/// directly connected subnet: the kernel's neighbour table first, then our
-/// own ARP requests. Unresolved backends are logged and left out.
+/// directly connected subnet: `known` first, then the kernel's neighbour
+/// table, then (with `arp`) our own ARP requests, which can take 600 ms per
+/// silent backend. Unresolved backends are logged and left out.
 pub async fn resolve_backends(
     net: &Net,
     config: &Config,
     iface: &Iface,
     all: &[Iface],
     known: &BTreeMap<Ipv4Addr, Resolved>,
+    arp: bool,
 ) -> Result<BTreeMap<Ipv4Addr, Resolved>, AgentError> {
     let mut out = BTreeMap::new();
     let addrs: BTreeSet<Ipv4Addr> = config
@@ -395,6 +455,8 @@ pub async fn resolve_backends(
         };
         let mac = if let Some(mac) = neighbours.get(&(link.index, addr)) {
             Some(*mac)
+        } else if !arp {
+            continue;
         } else {
             let (index, mac, src) = (
                 link.index,
@@ -489,6 +551,44 @@ pub fn refuse_unsupported(config: &Config, path: &Path) -> Result<(), ConfigErro
     Ok(())
 }
 
+/// One VRRP instance as `vipctl status` shows it.
+fn instance_status(i: &crate::vrrp::instance::Instance) -> crate::control::InstanceStatus {
+    crate::control::InstanceStatus {
+        name: i.cfg.name.clone(),
+        vrid: i.cfg.vrid,
+        state: i.machine.state().as_str().to_owned(),
+        priority: i.machine.priority(),
+        base_priority: i.cfg.priority,
+        vips: i.cfg.vips.clone(),
+        since_s: i.since.elapsed().as_secs_f64(),
+        transitions: i.transitions,
+        adverts_sent: i.sent,
+        adverts_received: i.received,
+        adverts_dropped: i
+            .dropped
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect(),
+        sync_group: i.cfg.sync_group.clone(),
+    }
+}
+
+/// Whether every service on one of `vips` has lost all its backends (down
+/// or unreachable); false when no service uses them.
+fn no_backends(plan: &Plan, vips: &[Ipv4Addr]) -> bool {
+    let mut services = plan
+        .services
+        .iter()
+        .filter(|s| vips.contains(&s.vip))
+        .peekable();
+    services.peek().is_some()
+        && services.all(|s| s.backends.iter().all(|b| b.down || b.resolved.is_none()))
+}
+
+/// What a background resolution found: the backend addresses it looked
+/// at, and the MACs of those that answered.
+type Resolution = (BTreeSet<Ipv4Addr>, BTreeMap<Ipv4Addr, Resolved>);
+
 /// A running node.
 pub struct Agent {
     pub config_path: PathBuf,
@@ -502,6 +602,26 @@ pub struct Agent {
     pub mode: AttachMode,
     /// The node's VRRP instances (none: the node owns its VIPs statically).
     pub vrrp: Option<crate::vrrp::instance::Runtime>,
+    /// Operator drains and health-check verdicts applied over the config.
+    pub steering: Steering,
+    /// Node checks (`[[check]]`) by name: up, and the last change's reason.
+    pub checks: BTreeMap<String, (bool, String)>,
+    pub link_up: bool,
+    /// Backend MACs resolved in the background (ARP must never stall the
+    /// VRRP loop): the addresses a job covered, and what it found.
+    resolved_tx: tokio::sync::mpsc::UnboundedSender<Resolution>,
+    resolved_rx: tokio::sync::mpsc::UnboundedReceiver<Resolution>,
+    resolving: Option<tokio::task::JoinHandle<()>>,
+    started: Instant,
+    reloads: u64,
+    rebuilds: u64,
+    last_rebuild_us: u64,
+}
+
+/// The VIP-table state VRRP wants now (none without VRRP).
+fn vrrp_vips(vrrp: Option<&crate::vrrp::instance::Runtime>) -> BTreeMap<Ipv4Addr, VipState> {
+    vrrp.map(crate::vrrp::instance::Runtime::vip_states)
+        .unwrap_or_default()
 }
 
 impl Agent {
@@ -524,7 +644,7 @@ impl Agent {
             Ids::default()
         };
         ids.assign(&config)?;
-        let macs = resolve_backends(&net, &config, &iface, &all, &BTreeMap::new()).await?;
+        let macs = resolve_backends(&net, &config, &iface, &all, &BTreeMap::new(), true).await?;
         let mut vrrp = if config.vrrp.is_empty() {
             None
         } else {
@@ -548,14 +668,19 @@ impl Agent {
             })?;
             Some(rt)
         };
-        let vrrp_vips = vrrp
-            .as_ref()
-            .map(crate::vrrp::instance::Runtime::vip_states)
-            .unwrap_or_default();
-        let plan = plan(&config, &ids, &iface, &all, &macs, &vrrp_vips);
+        let steering = Steering::default();
+        let plan = plan(
+            &config,
+            &ids,
+            &iface,
+            &all,
+            &macs,
+            &vrrp_vips(vrrp.as_ref()),
+            &steering,
+        );
         // Stamp before attaching so the first packets are served.
         dp.stamp(dead_time(&config))?;
-        apply(&mut dp, None, &plan)?;
+        let applied = apply(&mut dp, None, &plan)?;
         let mode = dp.attach(&iface.name, config.node.xdp_mode)?;
         tracing::info!(
             iface = %iface.name,
@@ -568,6 +693,13 @@ impl Agent {
         if let Some(rt) = vrrp.as_mut() {
             rt.startup(Instant::now(), &mut dp);
         }
+        // Every check starts up (see health::RiseFall::new).
+        let checks = config
+            .checks
+            .iter()
+            .map(|c| (c.name.clone(), (true, "starting".to_owned())))
+            .collect();
+        let (resolved_tx, resolved_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
             config_path,
             config,
@@ -579,73 +711,347 @@ impl Agent {
             macs,
             mode,
             vrrp,
+            steering,
+            checks,
+            link_up: true,
+            resolved_tx,
+            resolved_rx,
+            resolving: None,
+            started: Instant::now(),
+            reloads: 0,
+            rebuilds: applied.switched,
+            last_rebuild_us: applied.last_us,
         })
     }
 
-    /// Re-reads the config; on success applies only what changed.
+    fn count(&mut self, applied: Applied) {
+        self.rebuilds += applied.switched;
+        if applied.switched > 0 {
+            self.last_rebuild_us = applied.last_us;
+        }
+    }
+
+    /// Rebuilds the plan from the current config, MACs, VRRP state and
+    /// steering, and applies the difference.
+    async fn replan(&mut self) -> Result<(), AgentError> {
+        let all = self.net.interfaces().await?;
+        let plan = plan(
+            &self.config,
+            &self.ids,
+            &self.iface,
+            &all,
+            &self.macs,
+            &vrrp_vips(self.vrrp.as_ref()),
+            &self.steering,
+        );
+        let applied = apply(&mut self.dp, Some(&self.plan), &plan)?;
+        self.count(applied);
+        self.plan = plan;
+        Ok(())
+    }
+
+    /// Re-reads the config; on success applies only what changed: backends
+    /// and checks rebuild tables, VRRP instances keep their role.
     pub async fn reload(&mut self) -> Result<(), AgentError> {
-        let config = Config::load(&self.config_path)?;
+        let mut config = Config::load(&self.config_path)?;
         refuse_unsupported(&config, &self.config_path)?;
+        // `--iface` overrides the file's interface for the agent's life.
+        config
+            .node
+            .interface
+            .clone_from(&self.config.node.interface);
         if config.node != self.config.node {
             tracing::warn!("[node] changed; those settings apply on restart only");
         }
         let all = self.net.interfaces().await?;
         let mut ids = self.ids.clone();
         ids.assign(&config)?;
-        let macs = resolve_backends(&self.net, &config, &self.iface, &all, &self.macs).await?;
+        let macs =
+            resolve_backends(&self.net, &config, &self.iface, &all, &self.macs, false).await?;
         if config.vrrp != self.config.vrrp {
             tracing::warn!(
                 "[[vrrp]] changed; VRRP settings apply on restart only (instances keep their role)"
             );
         }
-        let vrrp_vips = self
-            .vrrp
-            .as_ref()
-            .map(crate::vrrp::instance::Runtime::vip_states)
-            .unwrap_or_default();
-        let plan = plan(&config, &ids, &self.iface, &all, &macs, &vrrp_vips);
-        apply(&mut self.dp, Some(&self.plan), &plan)?;
+        // Health verdicts of backends that are gone are forgotten.
+        let idents: BTreeSet<(ServiceIdent, Ipv4Addr)> = config
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| (service_ident(s), b.address)))
+            .collect();
+        self.steering.down.retain(|k, _| idents.contains(k));
+        let plan = plan(
+            &config,
+            &ids,
+            &self.iface,
+            &all,
+            &macs,
+            &vrrp_vips(self.vrrp.as_ref()),
+            &self.steering,
+        );
+        let applied = apply(&mut self.dp, Some(&self.plan), &plan)?;
+        self.count(applied);
         self.config = config;
         self.ids = ids;
         self.macs = macs;
         self.plan = plan;
+        self.reloads += 1;
         tracing::info!(
             services = self.plan.services.len(),
             "configuration reloaded"
         );
-        Ok(())
-    }
-
-    /// Re-resolves backend MACs; rewrites the maps if any changed.
-    pub async fn refresh(&mut self) -> Result<(), AgentError> {
-        let all = self.net.interfaces().await?;
-        let macs =
-            resolve_backends(&self.net, &self.config, &self.iface, &all, &BTreeMap::new()).await?;
-        if macs != self.macs {
-            let vrrp_vips = self
-                .vrrp
-                .as_ref()
-                .map(crate::vrrp::instance::Runtime::vip_states)
-                .unwrap_or_default();
-            let plan = plan(
-                &self.config,
-                &self.ids,
-                &self.iface,
-                &all,
-                &macs,
-                &vrrp_vips,
-            );
-            apply(&mut self.dp, Some(&self.plan), &plan)?;
-            tracing::info!("backend link-layer addresses changed; maps rewritten");
-            self.macs = macs;
-            self.plan = plan;
+        let unresolved = self
+            .plan
+            .services
+            .iter()
+            .flat_map(|s| &s.backends)
+            .any(|b| b.resolved.is_none());
+        if unresolved {
+            self.spawn_resolve(self.macs.clone());
         }
         Ok(())
     }
 
+    /// Resolves every backend's MAC in the background (`known` ones are
+    /// taken as they are); the result comes back through `resolved_rx`.
+    /// One job at a time.
+    fn spawn_resolve(&mut self, known: BTreeMap<Ipv4Addr, Resolved>) {
+        if self.resolving.as_ref().is_some_and(|j| !j.is_finished()) {
+            return;
+        }
+        let (net, config, iface, tx) = (
+            self.net.clone(),
+            self.config.clone(),
+            self.iface.clone(),
+            self.resolved_tx.clone(),
+        );
+        self.resolving = Some(tokio::spawn(async move {
+            let covered: BTreeSet<Ipv4Addr> = config
+                .services
+                .iter()
+                .flat_map(|s| s.backends.iter().map(|b| b.address))
+                .collect();
+            let found = match net.interfaces().await {
+                Ok(all) => resolve_backends(&net, &config, &iface, &all, &known, true).await,
+                Err(e) => Err(e.into()),
+            };
+            match found {
+                Ok(macs) => {
+                    let _ = tx.send((covered, macs));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "backend resolution failed");
+                }
+            }
+        }));
+    }
+
+    /// Takes a background resolution's result; rewrites the maps if a MAC
+    /// changed, appeared or went away.
+    async fn resolved(&mut self, (covered, found): Resolution) -> Result<(), AgentError> {
+        let mut macs = self.macs.clone();
+        for addr in covered {
+            match found.get(&addr) {
+                Some(r) => macs.insert(addr, *r),
+                None => macs.remove(&addr),
+            };
+        }
+        if macs != self.macs {
+            self.macs = macs;
+            self.replan().await?;
+            tracing::info!("backend link-layer addresses changed; maps rewritten");
+        }
+        Ok(())
+    }
+
+    /// Drains (`drain`) or undrains every backend with this address.
+    async fn set_drained(&mut self, addr: Ipv4Addr, drain: bool) -> crate::control::Reply {
+        use crate::control::Reply;
+        let services = self
+            .config
+            .services
+            .iter()
+            .filter(|s| s.backends.iter().any(|b| b.address == addr))
+            .count();
+        if services == 0 {
+            return Reply::error(
+                format!("{addr} is not a backend of any service; see `vipctl backends`"),
+                2,
+            );
+        }
+        let changed = if drain {
+            self.steering.drained.insert(addr)
+        } else {
+            self.steering.drained.remove(&addr)
+        };
+        if let Err(e) = self.replan().await {
+            return Reply::error(
+                format!("cannot rewrite the maps: {}", crate::error_chain(&e)),
+                1,
+            );
+        }
+        let verb = if drain { "drained" } else { "undrained" };
+        tracing::info!(backend = %addr, services, "{verb} by the operator");
+        Reply::ok(if changed {
+            format!("{addr} {verb} in {services} service(s)")
+        } else {
+            format!("{addr} was already {verb}")
+        })
+    }
+
+    /// Answers one control-socket request.
+    pub async fn handle(&mut self, command: crate::control::Command) -> crate::control::Reply {
+        use crate::control::{Command, Reply};
+        match command {
+            Command::Status => Reply::status(self.status()),
+            Command::Drain { address } => self.set_drained(address, true).await,
+            Command::Undrain { address } => self.set_drained(address, false).await,
+            Command::Reload => match self.reload_notified().await {
+                Ok(()) => Reply::ok(format!("reloaded {}", self.config_path.display())),
+                Err(AgentError::Config(e)) => Reply::error(
+                    format!("{e}; the previous configuration keeps running"),
+                    e.exit_code(),
+                ),
+                Err(e) => Reply::error(
+                    format!(
+                        "{}; the previous configuration keeps running",
+                        crate::error_chain(&e)
+                    ),
+                    1,
+                ),
+            },
+        }
+    }
+
+    /// A reload as SIGHUP does it: told to the service manager, logged.
+    async fn reload_notified(&mut self) -> Result<(), AgentError> {
+        tracing::info!("reloading {}", self.config_path.display());
+        let _ = crate::notify::notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            crate::dataplane::monotonic_ns() / 1000
+        ));
+        let r = self.reload().await;
+        if let Err(e) = &r {
+            tracing::error!(error = %crate::error_chain(e), "reload refused; the previous configuration keeps running");
+        }
+        // Done either way: the new configuration, or the old one still.
+        let _ = crate::notify::notify("READY=1");
+        r
+    }
+
+    /// The node's state now.
+    #[must_use]
+    pub fn status(&self) -> crate::control::Status {
+        use crate::control::{BackendStatus, CheckStatus, ServiceStatus, Status};
+        let counters = self
+            .dp
+            .counters()
+            .unwrap_or([0; vip_common::counter::COUNT as usize]);
+        let now_ns = crate::dataplane::monotonic_ns();
+        let hb = self.dp.heartbeat().unwrap_or_default();
+        #[expect(clippy::cast_precision_loss, reason = "ages in ns fit f64 well enough")]
+        let heartbeat_age_ms = now_ns.saturating_sub(hb.stamp_ns) as f64 / 1e6;
+        let instances = self
+            .vrrp
+            .iter()
+            .flat_map(|v| &v.instances)
+            .map(instance_status)
+            .collect();
+        let checks = self
+            .config
+            .checks
+            .iter()
+            .map(|c| {
+                let (up, reason) = self.checks.get(&c.name).cloned().unwrap_or_default();
+                CheckStatus {
+                    name: c.name.clone(),
+                    kind: c.kind.to_string(),
+                    up,
+                    reason,
+                }
+            })
+            .collect();
+        let services = self
+            .config
+            .services
+            .iter()
+            .zip(&self.plan.services)
+            .map(|(svc, sp)| ServiceStatus {
+                vip: svc.vip,
+                port: svc.port,
+                protocol: svc.protocol.to_string(),
+                check: svc.check.as_ref().map(|c| c.kind.to_string()),
+                backends: sp
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let stats = self.dp.backend_stats(b.id).unwrap_or_default();
+                        let reason = self
+                            .steering
+                            .down
+                            .get(&(service_ident(svc), b.addr))
+                            .cloned()
+                            .unwrap_or_default();
+                        BackendStatus {
+                            address: b.addr,
+                            id: b.id,
+                            weight: b.weight,
+                            up: !b.down,
+                            draining: b.draining,
+                            in_table: b.in_table(),
+                            mac: b.resolved.map(|r| fmt_mac(&r.mac)),
+                            reason,
+                            packets: stats.packets,
+                            bytes: stats.bytes,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Status {
+            node: self.config.node.name.clone(),
+            interface: self.iface.name.clone(),
+            xdp_mode: self.mode.as_str().to_owned(),
+            pid: std::process::id(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            heartbeat_age_ms,
+            dead_time_ms: dead_time(&self.config).as_secs_f64() * 1e3,
+            instances,
+            checks,
+            services,
+            counters: vip_common::counter::NAMES
+                .iter()
+                .zip(counters)
+                .map(|(n, v)| ((*n).to_owned(), v))
+                .collect(),
+            table_rebuilds: self.rebuilds,
+            last_rebuild_us: self.last_rebuild_us,
+            reloads: self.reloads,
+        }
+    }
+
+    /// Re-evaluates VRRP priorities and faults after a node check, the link
+    /// or backend health changed.
+    fn reevaluate(&mut self) {
+        let Some(mut v) = self.vrrp.take() else {
+            return;
+        };
+        let down = |c: &str| self.checks.get(c).is_some_and(|(up, _)| !up);
+        let no_backends = |vips: &[Ipv4Addr]| no_backends(&self.plan, vips);
+        v.reevaluate(
+            Instant::now(),
+            self.link_up,
+            &down,
+            &no_backends,
+            &mut self.dp,
+        );
+        self.vrrp = Some(v);
+    }
+
     /// Runs until SIGTERM/SIGINT: heartbeat, MAC refresh, reload on SIGHUP,
-    /// VRRP adverts and timers, link and node-check events. Then a graceful
-    /// VRRP shutdown, and XDP detached and pins removed.
+    /// VRRP adverts and timers, link and node-check events, the control
+    /// socket and metrics. Then a graceful VRRP shutdown, and XDP detached
+    /// and pins removed.
     #[expect(
         clippy::too_many_lines,
         reason = "the event loop: one select! over every input"
@@ -667,6 +1073,25 @@ impl Agent {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refresh = tokio::time::interval(Duration::from_secs(30));
         refresh.tick().await;
+        let (call_tx, mut calls) = tokio::sync::mpsc::channel::<crate::control::Call>(16);
+        let _control =
+            crate::control::Server::start(&self.config.node.control_socket, call_tx.clone())
+                .map_err(|e| AgentError::Io {
+                    what: e.to_string(),
+                    path: self.config.node.control_socket.clone(),
+                    source: std::io::Error::other("control socket"),
+                })?;
+        let _metrics = match self.config.node.metrics {
+            Some(addr) => Some(crate::metrics::serve(addr, call_tx.clone()).await.map_err(
+                |source| AgentError::Io {
+                    what: format!("cannot serve metrics on {addr}"),
+                    path: PathBuf::from("[node] metrics"),
+                    source,
+                },
+            )?),
+            None => None,
+        };
+        drop(call_tx);
         if let Err(e) = crate::notify::notify("READY=1") {
             tracing::warn!(error = %e, "cannot notify the service manager ($NOTIFY_SOCKET)");
         }
@@ -675,8 +1100,6 @@ impl Agent {
             Some(_) => Some(crate::net::watch_link(self.iface.index)?),
             None => None,
         };
-        let mut link_up = true;
-        let mut check_down: BTreeSet<String> = BTreeSet::new();
         let (_checks, mut check_events) = if self.config.checks.is_empty() {
             (None, None)
         } else {
@@ -690,14 +1113,7 @@ impl Agent {
             (Some(c), Some(rx))
         };
         // Positive weights count from the start (checks start up).
-        if let Some(v) = self.vrrp.as_mut() {
-            v.reevaluate(
-                Instant::now(),
-                link_up,
-                &|c| check_down.contains(c),
-                &mut self.dp,
-            );
-        }
+        self.reevaluate();
         loop {
             let next = self
                 .vrrp
@@ -724,10 +1140,8 @@ impl Agent {
                     }
                 } => {
                     tracing::info!(iface = %self.iface.name, up, "link state changed");
-                    link_up = up;
-                    if let Some(v) = self.vrrp.as_mut() {
-                        v.reevaluate(Instant::now(), link_up, &|c| check_down.contains(c), &mut self.dp);
-                    }
+                    self.link_up = up;
+                    self.reevaluate();
                 }
                 Some(ev) = async {
                     match check_events.as_mut() {
@@ -735,14 +1149,8 @@ impl Agent {
                         None => std::future::pending().await,
                     }
                 } => {
-                    if ev.up {
-                        check_down.remove(&ev.name);
-                    } else {
-                        check_down.insert(ev.name.clone());
-                    }
-                    if let Some(v) = self.vrrp.as_mut() {
-                        v.reevaluate(Instant::now(), link_up, &|c| check_down.contains(c), &mut self.dp);
-                    }
+                    self.checks.insert(ev.name.clone(), (ev.up, ev.reason));
+                    self.reevaluate();
                 }
                 () = async {
                     match next {
@@ -754,20 +1162,20 @@ impl Agent {
                         v.timeout(Instant::now(), &mut self.dp);
                     }
                 }
+                Some((command, reply)) = calls.recv() => {
+                    let r = self.handle(command).await;
+                    let _ = reply.send(r);
+                }
                 _ = beat.tick() => self.dp.stamp(dead)?,
-                _ = refresh.tick() => {
-                    if let Err(e) = self.refresh().await {
+                _ = refresh.tick() => self.spawn_resolve(BTreeMap::new()),
+                Some(found) = self.resolved_rx.recv() => {
+                    if let Err(e) = self.resolved(found).await {
                         tracing::warn!(error = %crate::error_chain(&e), "backend refresh failed");
                     }
                 }
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading {}", self.config_path.display());
-                    let _ = crate::notify::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::dataplane::monotonic_ns() / 1000));
-                    if let Err(e) = self.reload().await {
-                        tracing::error!(error = %crate::error_chain(&e), "reload refused; the previous configuration keeps running");
-                    }
-                    // Done either way: the new configuration, or the old one still.
-                    let _ = crate::notify::notify("READY=1");
+                    tracing::info!("SIGHUP");
+                    let _ = self.reload_notified().await;
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,

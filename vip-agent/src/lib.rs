@@ -10,9 +10,11 @@
 pub mod agent;
 pub mod bpffs;
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod health;
 pub mod maglev;
+pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod vrrp;

@@ -60,6 +60,7 @@ impl Iface {
 }
 
 /// An rtnetlink handle (its connection runs on the current tokio runtime).
+#[derive(Clone)]
 pub struct Net {
     handle: rtnetlink::Handle,
 }

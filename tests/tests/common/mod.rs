@@ -48,6 +48,7 @@ pub fn lab(tag: &str) -> Lab {
 pub struct Agent {
     pub child: Option<Child>,
     notify: Option<std::os::unix::net::UnixDatagram>,
+    node_extra: String,
     extra: String,
     pub node: String,
     pub config: PathBuf,
@@ -74,14 +75,27 @@ impl Agent {
         backends: &[(&str, u32)],
         extra: &str,
     ) -> Self {
+        Self::start_full(lab, node, name, backends, "", extra)
+    }
+
+    /// Like [`Agent::start_with`], with `node_extra` lines added to `[node]`
+    /// (kept on reloads too).
+    pub fn start_full(
+        lab: &Lab,
+        node: &str,
+        name: &str,
+        backends: &[(&str, u32)],
+        node_extra: &str,
+        extra: &str,
+    ) -> Self {
         let dir = PathBuf::from(format!("/run/vip-test/{}-{name}", lab.prefix()));
         std::fs::create_dir_all(&dir).expect("test dir");
         let bpffs = dir.join("bpffs");
         let config = dir.join("vip.toml");
-        std::fs::write(&config, config_text(name, &bpffs, backends) + extra).expect("write config");
         let mut agent = Self {
             child: None,
             notify: None,
+            node_extra: node_extra.to_owned(),
             extra: extra.to_owned(),
             node: node.to_owned(),
             config,
@@ -89,8 +103,40 @@ impl Agent {
             name: name.to_owned(),
             dir,
         };
+        std::fs::write(&agent.config, agent.text(backends)).expect("write config");
         agent.spawn(lab);
         agent
+    }
+
+    /// The config file's text for `backends`, with this agent's extras.
+    pub fn text(&self, backends: &[(&str, u32)]) -> String {
+        config_text(&self.name, &self.bpffs, backends).replacen(
+            "[node]\n",
+            &format!("[node]\n{}", self.node_extra),
+            1,
+        ) + &self.extra
+    }
+
+    /// The agent's control socket.
+    pub fn control_socket(&self) -> PathBuf {
+        vip_tests::lab::control_socket(&self.name, &self.bpffs)
+    }
+
+    /// One control-socket request.
+    pub fn control(
+        &self,
+        command: vip_agent::control::Command,
+    ) -> Result<vip_agent::control::Reply, vip_agent::control::ClientError> {
+        vip_agent::control::request(&self.control_socket(), command, Duration::from_secs(10))
+    }
+
+    /// The agent's status through its control socket.
+    pub fn status(&self) -> vip_agent::control::Status {
+        let reply = self
+            .control(vip_agent::control::Command::Status)
+            .expect("status request");
+        assert!(reply.ok, "status refused: {reply:?}");
+        *reply.status.expect("status in the reply")
     }
 
     /// Starts the agent process (again) and waits for its `READY=1`.
@@ -165,8 +211,7 @@ impl Agent {
     /// Rewrites the config, sends SIGHUP and waits until the agent says the
     /// reload is done (`READY=1` after `RELOADING=1`).
     pub fn reload(&mut self, backends: &[(&str, u32)]) {
-        std::fs::write(&self.config, config_text(&self.name, &self.bpffs, backends))
-            .expect("write config");
+        std::fs::write(&self.config, self.text(backends)).expect("write config");
         let pid = i32::try_from(self.child.as_ref().expect("running").id()).expect("pid");
         // SAFETY: signalling our own child by PID.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0, "SIGHUP");

@@ -22,6 +22,10 @@ use super::{
 };
 use crate::{config, dataplane::Dataplane};
 
+/// The name `track_services` goes by among an instance's tracked items (a
+/// NUL cannot be in a check name a user writes).
+const SERVICES_TRACK: &str = "\0services";
+
 /// keepalived's virtual MAC for a VRID: 00:00:5e:00:01:<vrid>.
 #[must_use]
 pub fn virtual_mac(vrid: u8) -> [u8; 6] {
@@ -437,17 +441,43 @@ impl Runtime {
         now: Instant,
         link_up: bool,
         down: &dyn Fn(&str) -> bool,
+        no_backends: &dyn Fn(&[Ipv4Addr]) -> bool,
         dp: &mut Dataplane,
     ) {
         let before = self.states();
-        let own: Vec<bool> = self
+        // `track_services` is one more tracked item, failing while every
+        // service on the instance's VIPs has lost its backends.
+        let tracks: Vec<Vec<config::Track>> = self
             .instances
             .iter()
             .map(|i| {
+                let mut t = i.cfg.track.clone();
+                if let Some(weight) = i.cfg.track_services {
+                    t.push(config::Track {
+                        check: SERVICES_TRACK.to_owned(),
+                        weight,
+                    });
+                }
+                t
+            })
+            .collect();
+        let failing = |i: &Instance, c: &str| {
+            if c == SERVICES_TRACK {
+                no_backends(&i.cfg.vips)
+            } else {
+                down(c)
+            }
+        };
+        let own: Vec<bool> = self
+            .instances
+            .iter()
+            .zip(&tracks)
+            .map(|(i, track)| {
+                let down = |c: &str| failing(i, c);
                 let fault_check = if i.cfg.sync_group.is_some() {
-                    i.cfg.track.iter().any(|t| down(&t.check))
+                    track.iter().any(|t| down(&t.check))
                 } else {
-                    crate::health::tracked_fault(&i.cfg.track, down)
+                    crate::health::tracked_fault(track, &down)
                 };
                 link_up && !fault_check
             })
@@ -461,7 +491,9 @@ impl Runtime {
             if i.cfg.sync_group.is_some() {
                 continue;
             }
-            let p = crate::health::effective_priority(i.cfg.priority, &i.cfg.track, down);
+            let p = crate::health::effective_priority(i.cfg.priority, &tracks[n], &|c: &str| {
+                failing(i, c)
+            });
             if p != i.machine.priority() {
                 tracing::info!(instance = %i.cfg.name, from = i.machine.priority(), to = p, "priority changed by tracked checks");
                 i.machine.handle_priority(now, p);

@@ -1,0 +1,258 @@
+//! Operating a node: the control socket (status, drain, undrain, reload),
+//! Prometheus metrics scraped while the test sends traffic, reloads that
+//! leave VRRP alone, and what an operator sees once the agent is dead.
+#![allow(
+    clippy::too_many_lines,
+    reason = "scenario tests read best as one story"
+)]
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, TcpStream},
+    time::Duration,
+};
+
+use common::{Agent, VIP, ask, is_root, lab, wait_for, who_answers};
+use vip_agent::control::{Command, Status};
+use vip_tests::lab::Lab;
+
+const BACKENDS: [(&str, u32); 3] = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
+
+fn vrrp(priority: u8) -> String {
+    format!(
+        "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"10ms\"\nvips = [\"{VIP}\"]\n"
+    )
+}
+
+/// `GET /metrics` from inside lb1's namespace (the agent serves on its
+/// loopback there); the samples by name and labels.
+fn scrape(lab: &Lab) -> BTreeMap<String, f64> {
+    let text = lab.run_in("lb1", || {
+        let mut s = TcpStream::connect(("127.0.0.1", 9650)).expect("connect to /metrics");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: lb1\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.contains("Content-Type: application/openmetrics-text"),
+        "{head}"
+    );
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    assert!(parsed.samples.len() > 20, "{body}");
+    parsed
+        .samples
+        .into_iter()
+        .map(|s| {
+            let mut labels: Vec<String> =
+                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                other => panic!("unexpected sample {other:?}"),
+            };
+            (format!("{}{{{}}}", s.metric, labels.join(",")), value)
+        })
+        .collect()
+}
+
+fn sum(samples: &BTreeMap<String, f64>, prefix: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn transitions(status: &Status) -> u64 {
+    status.instances.iter().map(|i| i.transitions).sum()
+}
+
+#[test]
+fn control_socket_metrics_and_reload_without_a_vrrp_flap() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let lab = lab("ops");
+    let lb1 = Agent::start_full(
+        &lab,
+        "lb1",
+        "lb1",
+        &BACKENDS,
+        "metrics = \"127.0.0.1:9650\"\n",
+        &vrrp(150),
+    );
+    let mut lb2 = Agent::start_with(&lab, "lb2", "lb2", &BACKENDS, &vrrp(100));
+    wait_for("lb1 to be master", Duration::from_secs(5), || {
+        (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(())
+    });
+
+    // Status: role, VIPs, backends.
+    let status = lb1.status();
+    assert_eq!(
+        (status.node.as_str(), status.interface.as_str()),
+        ("lb1", "eth0")
+    );
+    let vi = &status.instances[0];
+    assert_eq!(
+        (
+            vi.name.as_str(),
+            vi.state.as_str(),
+            vi.priority,
+            vi.vips.clone()
+        ),
+        ("VI_1", "master", 150, vec![VIP])
+    );
+    assert!(vi.adverts_sent > 0);
+    let backends = &status.services[0].backends;
+    assert_eq!(
+        backends
+            .iter()
+            .map(|b| b.address.to_string())
+            .collect::<Vec<_>>(),
+        ["10.99.0.11", "10.99.0.12", "10.99.0.13"]
+    );
+    assert!(
+        backends
+            .iter()
+            .all(|b| b.up && b.in_table && !b.draining && b.mac.is_some())
+    );
+    assert_eq!(lb2.status().instances[0].state, "backup");
+    let flaps_before = (transitions(&lb1.status()), transitions(&lb2.status()));
+
+    // Metrics rise with traffic the test sends.
+    let before = scrape(&lab);
+    assert!(
+        (before["vip_vrrp_state{instance=VI_1,state=master,vrid=51}"] - 1.0).abs() < f64::EPSILON,
+        "lb1 exports master"
+    );
+    let mut held = lab.run_in("client", || {
+        for _ in 0..40 {
+            let (_, mut s) = who_answers(Duration::from_secs(2)).expect("connect via the VIP");
+            ask(&mut s, "ping").expect("echo");
+        }
+        who_answers(Duration::from_secs(2)).expect("a held connection")
+    });
+    let after = scrape(&lab);
+    let fwd = |m: &BTreeMap<String, f64>| m["vip_packets_total{verdict=fwd_tx}"];
+    let delta = fwd(&after) - fwd(&before);
+    // Each connection: SYN, ACK, data, ACKs and FIN: at least 4 packets.
+    assert!(delta >= 160.0, "fwd_tx rose by {delta}");
+    println!(
+        "fwd_tx rose by {delta} over 41 connections; held on {}",
+        held.0
+    );
+    let per_backend =
+        sum(&after, "vip_backend_packets_total") - sum(&before, "vip_backend_packets_total");
+    assert!(
+        (per_backend - delta).abs() < f64::EPSILON,
+        "per-backend packets ({per_backend}) and fwd_tx ({delta}) must agree"
+    );
+    assert!(sum(&after, "vip_backend_bytes_total") > sum(&before, "vip_backend_bytes_total"));
+    assert!(after["vip_heartbeat_age_seconds{}"] < after["vip_heartbeat_dead_time_seconds{}"]);
+
+    // Drain the held connection's backend: it keeps that connection, new
+    // ones avoid it; undrain brings it back.
+    let held_on = held.0.clone();
+    let addr: Ipv4Addr = format!("10.99.0.1{}", &held_on[1..]).parse().unwrap();
+    let reply = lb1.control(Command::Drain { address: addr }).unwrap();
+    assert!(reply.ok, "{reply:?}");
+    let b = lb1.status().services[0]
+        .backends
+        .iter()
+        .find(|b| b.address == addr)
+        .cloned()
+        .unwrap();
+    assert!(b.draining && !b.in_table && b.up, "{b:?}");
+    lab.run_in("client", || {
+        for _ in 0..30 {
+            let (who, _) = who_answers(Duration::from_secs(2)).expect("connect");
+            assert_ne!(
+                who, held_on,
+                "a new connection landed on the drained backend"
+            );
+        }
+        assert_eq!(ask(&mut held.1, "still").unwrap(), held_on);
+    });
+    let reply = lb1.control(Command::Undrain { address: addr }).unwrap();
+    assert!(reply.ok, "{reply:?}");
+    assert!(lb1.status().services[0].backends.iter().all(|b| b.in_table));
+    let reply = lb1
+        .control(Command::Drain {
+            address: Ipv4Addr::new(10, 99, 0, 99),
+        })
+        .unwrap();
+    assert_eq!(reply.exit_code, Some(2), "{reply:?}");
+    assert!(reply.error.unwrap().contains("not a backend"));
+
+    // An invalid config is refused with its key and line; the old one runs on.
+    let good = std::fs::read_to_string(&lb1.config).unwrap();
+    std::fs::write(&lb1.config, good.replace("vrid = 51", "vrid = 300")).unwrap();
+    let reply = lb1.control(Command::Reload).unwrap();
+    assert!(!reply.ok);
+    assert_eq!(reply.exit_code, Some(2));
+    let err = reply.error.unwrap();
+    let line = good.lines().position(|l| l == "vrid = 51").unwrap() + 1;
+    assert!(
+        err.contains(&format!("vip.toml:{line}: vrrp[0].vrid")),
+        "{err}"
+    );
+    assert!(err.contains("keeps running"), "{err}");
+    lab.run_in("client", || {
+        assert_eq!(ask(&mut held.1, "after-bad-reload").unwrap(), held_on);
+    });
+
+    // Valid reloads that remove and re-add a backend: tables change, VRRP
+    // does not, the held connection survives.
+    std::fs::write(&lb1.config, &good).unwrap();
+    let two = &BACKENDS[..2];
+    let removed_text = lb1.text(two);
+    std::fs::write(&lb1.config, &removed_text).unwrap();
+    let reply = lb1.control(Command::Reload).unwrap();
+    assert!(reply.ok, "{reply:?}");
+    lb2.reload(two);
+    assert_eq!(lb1.status().services[0].backends.len(), 2);
+    std::fs::write(&lb1.config, &good).unwrap();
+    assert!(lb1.control(Command::Reload).unwrap().ok);
+    lb2.reload(&BACKENDS);
+    let s1 = lb1.status();
+    assert_eq!(s1.reloads, 2);
+    assert_eq!(s1.services[0].backends.len(), 3);
+    // The re-added backend's MAC is resolved in the background, then it
+    // has slots again.
+    wait_for("b3 back in the table", Duration::from_secs(5), || {
+        lb1.status().services[0]
+            .backends
+            .iter()
+            .all(|b| b.in_table)
+            .then_some(())
+    });
+    lab.run_in("client", || {
+        if held_on != "b3" {
+            assert_eq!(ask(&mut held.1, "after-reloads").unwrap(), held_on);
+        }
+    });
+    assert_eq!(
+        (transitions(&lb1.status()), transitions(&lb2.status())),
+        flaps_before,
+        "a reload moved VRRP"
+    );
+    assert_eq!(lb1.status().instances[0].state, "master");
+
+    // Killed: the socket says so.
+    let mut lb1 = lb1;
+    lb1.kill9();
+    let e = lb1.control(Command::Status).unwrap_err();
+    assert!(e.to_string().contains("not running"), "{e}");
+}

@@ -1,0 +1,388 @@
+//! Prometheus metrics on `[node] metrics = "addr:port"`: `GET /metrics`
+//! answers the `OpenMetrics` text format (prometheus-client), built at scrape
+//! time from one [`Status`] the agent loop hands out, so every sample of a
+//! scrape belongs to the same instant.
+//!
+//! Names follow Prometheus conventions: a `vip_` prefix, `_total` on
+//! counters, seconds and bytes as units, enum states as one gauge per state
+//! (1 for the current one).
+
+use std::{net::SocketAddr, sync::atomic::AtomicU64, time::Duration};
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::{Registry, Unit},
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, oneshot},
+};
+
+use crate::control::{Call, Command, Status};
+
+type Labels = Vec<(&'static str, String)>;
+type Seconds = Gauge<f64, AtomicU64>;
+
+/// The VRRP states exported by `vip_vrrp_state`.
+const STATES: [&str; 4] = ["init", "backup", "master", "fault"];
+
+fn counters(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let f = Family::<Labels, Counter>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+fn gauges(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
+    let f = Family::<Labels, Gauge>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+fn set(f: &Family<Labels, Gauge>, labels: &Labels, v: i64) {
+    f.get_or_create(labels).set(v);
+}
+
+fn add(f: &Family<Labels, Counter>, labels: &Labels, v: u64) {
+    f.get_or_create(labels).inc_by(v);
+}
+
+/// The metrics of `status` in the `OpenMetrics` text format.
+#[must_use]
+pub fn encode_status(status: &Status) -> String {
+    let mut r = Registry::with_prefix("vip");
+
+    let one_seconds = |r: &mut Registry, name: &str, help: &str, v: f64| {
+        let g = Seconds::default();
+        g.set(v);
+        r.register_with_unit(name, help, Unit::Seconds, g);
+    };
+    let one_counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        r.register(name, help, c);
+    };
+    one_seconds(
+        &mut r,
+        "agent_uptime",
+        "Time since the agent started",
+        status.uptime_s,
+    );
+    one_seconds(
+        &mut r,
+        "heartbeat_age",
+        "Age of the heartbeat XDP checks; past the dead time the node stops forwarding",
+        status.heartbeat_age_ms / 1000.0,
+    );
+    one_seconds(
+        &mut r,
+        "heartbeat_dead_time",
+        "How old the heartbeat may get",
+        status.dead_time_ms / 1000.0,
+    );
+    one_counter(
+        &mut r,
+        "reloads",
+        "Configuration reloads applied",
+        status.reloads,
+    );
+    one_counter(
+        &mut r,
+        "table_rebuilds",
+        "Lookup-table switches",
+        status.table_rebuilds,
+    );
+    #[expect(clippy::cast_precision_loss, reason = "microseconds fit f64")]
+    one_seconds(
+        &mut r,
+        "table_rebuild_last_duration",
+        "Duration of the last lookup-table rebuild and switch",
+        status.last_rebuild_us as f64 / 1e6,
+    );
+
+    encode_vrrp(&mut r, status);
+
+    let check_up = gauges(&mut r, "check_up", "Node check state: 1 up, 0 down");
+    for c in &status.checks {
+        let l: Labels = vec![("check", c.name.clone()), ("kind", c.kind.clone())];
+        set(&check_up, &l, i64::from(c.up));
+    }
+
+    encode_backends(&mut r, status);
+
+    let verdicts = counters(
+        &mut r,
+        "packets",
+        "Packets seen by XDP, by verdict (rx: all of them)",
+    );
+    for (name, v) in &status.counters {
+        add(&verdicts, &vec![("verdict", name.clone())], *v);
+    }
+
+    let mut out = String::new();
+    encode(&mut out, &r).expect("writing to a String cannot fail");
+    out
+}
+
+fn encode_vrrp(r: &mut Registry, status: &Status) {
+    let state = gauges(
+        r,
+        "vrrp_state",
+        "VRRP instance state: 1 for the current state",
+    );
+    let prio = gauges(r, "vrrp_priority", "Effective VRRP priority");
+    let base = gauges(r, "vrrp_base_priority", "Configured VRRP priority");
+    let trans = counters(r, "vrrp_transitions", "VRRP state changes");
+    let sent = counters(r, "vrrp_adverts_sent", "VRRP adverts sent");
+    let recv = counters(
+        r,
+        "vrrp_adverts_received",
+        "VRRP adverts received and accepted",
+    );
+    let dropped = counters(
+        r,
+        "vrrp_adverts_dropped",
+        "VRRP adverts dropped, by receive check",
+    );
+    for i in &status.instances {
+        let l: Labels = vec![("instance", i.name.clone()), ("vrid", i.vrid.to_string())];
+        for s in STATES {
+            let mut ls = l.clone();
+            ls.push(("state", s.to_owned()));
+            set(&state, &ls, i64::from(i.state == s));
+        }
+        set(&prio, &l, i64::from(i.priority));
+        set(&base, &l, i64::from(i.base_priority));
+        add(&trans, &l, i.transitions);
+        add(&sent, &l, i.adverts_sent);
+        add(&recv, &l, i.adverts_received);
+        for (reason, n) in &i.adverts_dropped {
+            let mut ls = l.clone();
+            ls.push(("reason", reason.clone()));
+            add(&dropped, &ls, *n);
+        }
+    }
+}
+
+fn encode_backends(r: &mut Registry, status: &Status) {
+    let up = gauges(r, "backend_up", "Backend health: 1 up, 0 down");
+    let weight = gauges(r, "backend_weight", "Configured backend weight");
+    let draining = gauges(
+        r,
+        "backend_draining",
+        "1 while the backend is drained (keeps its flows, takes no new ones)",
+    );
+    let in_table = gauges(
+        r,
+        "backend_in_table",
+        "1 while the backend has slots in the live lookup table",
+    );
+    let packets = counters(r, "backend_packets", "Packets forwarded to the backend");
+    let bytes = Family::<Labels, Counter>::default();
+    r.register_with_unit(
+        "backend",
+        "Bytes forwarded to the backend",
+        Unit::Bytes,
+        bytes.clone(),
+    );
+    for s in &status.services {
+        let service = format!("{}:{}/{}", s.vip, s.port, s.protocol);
+        for b in &s.backends {
+            let l: Labels = vec![
+                ("service", service.clone()),
+                ("backend", b.address.to_string()),
+            ];
+            set(&up, &l, i64::from(b.up));
+            set(&weight, &l, i64::from(b.weight));
+            set(&draining, &l, i64::from(b.draining));
+            set(&in_table, &l, i64::from(b.in_table));
+            add(&packets, &l, b.packets);
+            add(&bytes, &l, b.bytes);
+        }
+    }
+}
+
+/// Serves `/metrics` on `addr`, asking the agent loop for a status per
+/// scrape. Must be called within a tokio runtime.
+pub async fn serve(
+    addr: SocketAddr,
+    calls: mpsc::Sender<Call>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, calls)).await;
+            });
+        }
+    }))
+}
+
+/// The longest request head read.
+const MAX_HEAD: usize = 8192;
+
+async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let (method, path) = loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                break (
+                    req.method.unwrap_or_default().to_owned(),
+                    req.path.unwrap_or_default().to_owned(),
+                );
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            _ => {
+                return respond(
+                    &mut stream,
+                    "400 Bad Request",
+                    "text/plain",
+                    "bad request\n",
+                )
+                .await;
+            }
+        }
+    };
+    if method != "GET" {
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n",
+        )
+        .await;
+    }
+    if path != "/metrics" {
+        return respond(&mut stream, "404 Not Found", "text/plain", "try /metrics\n").await;
+    }
+    let (tx, rx) = oneshot::channel();
+    let status = if calls.send((Command::Status, tx)).await.is_ok() {
+        rx.await.ok().and_then(|r| r.status)
+    } else {
+        None
+    };
+    match status {
+        Some(status) => {
+            respond(
+                &mut stream,
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                &encode_status(&status),
+            )
+            .await
+        }
+        None => {
+            respond(
+                &mut stream,
+                "503 Service Unavailable",
+                "text/plain",
+                "the agent is shutting down\n",
+            )
+            .await
+        }
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, net::Ipv4Addr};
+
+    use super::*;
+    use crate::control::{BackendStatus, CheckStatus, InstanceStatus, ServiceStatus};
+
+    #[test]
+    fn a_status_encodes_to_conventional_names_and_values() {
+        let status = Status {
+            uptime_s: 12.5,
+            heartbeat_age_ms: 3.0,
+            dead_time_ms: 45.0,
+            table_rebuilds: 4,
+            instances: vec![InstanceStatus {
+                name: "VI_1".into(),
+                vrid: 51,
+                state: "master".into(),
+                priority: 150,
+                base_priority: 150,
+                adverts_sent: 99,
+                adverts_dropped: BTreeMap::from([("ttl".to_owned(), 2)]),
+                ..InstanceStatus::default()
+            }],
+            checks: vec![CheckStatus {
+                name: "local-broker".into(),
+                kind: "exec".into(),
+                up: false,
+                reason: "exit status 1".into(),
+            }],
+            services: vec![ServiceStatus {
+                vip: Ipv4Addr::new(10, 99, 0, 100),
+                port: 5672,
+                protocol: "tcp".into(),
+                check: None,
+                backends: vec![BackendStatus {
+                    address: Ipv4Addr::new(10, 99, 0, 11),
+                    id: 0,
+                    weight: 2,
+                    up: true,
+                    draining: false,
+                    in_table: true,
+                    mac: None,
+                    reason: String::new(),
+                    packets: 7,
+                    bytes: 700,
+                }],
+            }],
+            counters: BTreeMap::from([("rx".to_owned(), 10), ("fwd_tx".to_owned(), 7)]),
+            ..Status::default()
+        };
+        let text = encode_status(&status);
+        for line in [
+            "vip_agent_uptime_seconds 12.5",
+            "vip_heartbeat_age_seconds 0.003",
+            "vip_table_rebuilds_total 4",
+            r#"vip_vrrp_state{instance="VI_1",vrid="51",state="master"} 1"#,
+            r#"vip_vrrp_state{instance="VI_1",vrid="51",state="backup"} 0"#,
+            r#"vip_vrrp_adverts_sent_total{instance="VI_1",vrid="51"} 99"#,
+            r#"vip_vrrp_adverts_dropped_total{instance="VI_1",vrid="51",reason="ttl"} 2"#,
+            r#"vip_check_up{check="local-broker",kind="exec"} 0"#,
+            r#"vip_backend_weight{service="10.99.0.100:5672/tcp",backend="10.99.0.11"} 2"#,
+            r#"vip_backend_packets_total{service="10.99.0.100:5672/tcp",backend="10.99.0.11"} 7"#,
+            r#"vip_backend_bytes_total{service="10.99.0.100:5672/tcp",backend="10.99.0.11"} 700"#,
+            r#"vip_packets_total{verdict="fwd_tx"} 7"#,
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+}
