@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod bpffs;
+pub mod caps;
 pub mod config;
 pub mod control;
 pub mod dataplane;

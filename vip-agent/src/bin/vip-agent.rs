@@ -76,6 +76,17 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    // Missing capabilities are named here, not met as EPERM later.
+    match vip_agent::caps::effective() {
+        Ok(eff) => {
+            if let Some(complaint) = vip_agent::caps::complaint(eff) {
+                eprintln!("vip-agent: {complaint}");
+                return ExitCode::from(1);
+            }
+        }
+        Err(e) => eprintln!("vip-agent: cannot read this process's capabilities ({e}); going on"),
+    }
+
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
