@@ -353,3 +353,85 @@ fn unicast_active_active_instances() {
         (lb2.holds(VIP) && lb2.holds(vip2)).then_some(())
     });
 }
+
+/// A sync group (keepalived `vrrp_sync_group`): lb1 is master of `VI_1` and
+/// `VI_2`; only `VI_2` tracks lb1's broker check, yet when it fails both
+/// instances move to lb2 together (the group goes to Fault), and both come
+/// back when it passes. Client ARP for both VIPs follows.
+#[test]
+fn a_sync_group_moves_together() {
+    if !is_root() {
+        eprintln!("skipping: netns tests need root");
+        return;
+    }
+    let lab = lab("syn");
+    let guard = common::DirGuard::new(std::path::PathBuf::from(format!(
+        "/run/vip-test/{}-sync",
+        lab.prefix()
+    )));
+    let flag = guard.0.join("broker-down");
+    let vip2 = std::net::Ipv4Addr::new(10, 99, 0, 101);
+    let section = |prio: u8, flag: &std::path::Path| {
+        format!(
+            "\n[[check]]\nname = \"broker\"\nkind = \"exec\"\ncommand = \"test ! -e {}\"\ninterval = \"50ms\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n\
+             \n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{VIP}\"]\nsync_group = \"G\"\n\
+             \n[[vrrp]]\nname = \"VI_2\"\nvrid = 52\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{vip2}\"]\nsync_group = \"G\"\ntrack = [{{ check = \"broker\", weight = -100 }}]\n",
+            flag.display()
+        )
+    };
+    let backends = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
+    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &backends, &section(150, &flag));
+    let lb2 = Agent::start_with(
+        &lab,
+        "lb2",
+        "lb2",
+        &backends,
+        &section(100, &guard.0.join("lb2-broker-down")),
+    );
+    let on = |a: &Agent| a.holds(VIP) && a.holds(vip2);
+    let off = |a: &Agent| !a.holds(VIP) && !a.holds(vip2);
+    wait_for("lb1 master of both", Duration::from_secs(5), || {
+        (on(&lb1) && off(&lb2)).then_some(())
+    });
+    // The client learns both VIPs (from lb1) so that GARP has entries to move.
+    lab.run_in("client", || {
+        for (n, v) in [VIP, vip2].into_iter().enumerate() {
+            common::ping(
+                v,
+                0x5100 + u16::try_from(n).unwrap(),
+                Duration::from_secs(2),
+            )
+            .expect("ping VIP");
+        }
+    });
+    std::fs::write(&flag, b"").unwrap();
+    wait_for("both on lb2", Duration::from_secs(5), || {
+        (on(&lb2) && off(&lb1)).then_some(())
+    });
+    let states: Vec<String> = lb1
+        .status()
+        .instances
+        .iter()
+        .map(|i| i.state.clone())
+        .collect();
+    assert_eq!(states, ["fault", "fault"], "the whole group is in Fault");
+    let mac2 = format_mac(lab.mac("lb2"));
+    wait_for(
+        "client ARP for both VIPs names lb2",
+        Duration::from_secs(5),
+        || {
+            let arp = lab.ns("client").ip(&["neigh", "show"]).unwrap_or_default();
+            [VIP, vip2]
+                .iter()
+                .all(|v| {
+                    arp.lines()
+                        .any(|l| l.starts_with(&format!("{v} ")) && l.contains(&mac2))
+                })
+                .then_some(())
+        },
+    );
+    std::fs::remove_file(&flag).unwrap();
+    wait_for("both back on lb1", Duration::from_secs(5), || {
+        (on(&lb1) && off(&lb2)).then_some(())
+    });
+}
