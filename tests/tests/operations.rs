@@ -256,3 +256,165 @@ fn control_socket_metrics_and_reload_without_a_vrrp_flap() {
     let e = lb1.control(Command::Status).unwrap_err();
     assert!(e.to_string().contains("not running"), "{e}");
 }
+
+/// Runs vipctl on `agent`'s pins and socket; returns exit code, stdout, stderr.
+fn vipctl(agent: &Agent, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(common::sibling_bin("vipctl"))
+        .arg("--bpffs")
+        .arg(&agent.bpffs)
+        .args(["--node", &agent.name])
+        .arg("--socket")
+        .arg(agent.control_socket())
+        .args(args)
+        .output()
+        .expect("run vipctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn vipctl_json(agent: &Agent, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = vipctl(agent, &all);
+    assert_eq!(code, 0, "vipctl {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("vipctl {args:?}: {e}: {out}"))
+}
+
+/// Every vipctl verb with `--json` against a running node, checked against
+/// what the test did; then the agent is killed and the map verbs still
+/// answer while the agent verbs say it is not running.
+#[test]
+fn vipctl_verbs_against_a_lab_node_and_after_its_death() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let lab = lab("ctl");
+    let mut lb1 = Agent::start_with(&lab, "lb1", "lb1", &BACKENDS, &vrrp(150));
+    wait_for("lb1 master", Duration::from_secs(5), || {
+        lb1.holds(VIP).then_some(())
+    });
+    let (who, stream) = lab.run_in("client", || {
+        who_answers(Duration::from_secs(2)).expect("a connection through the VIP")
+    });
+    let client = stream.local_addr().unwrap().to_string();
+    let backend = format!("10.99.0.1{}", &who[1..]);
+
+    let st = vipctl_json(&lb1, &["status"]);
+    assert_eq!(st["node"], "lb1");
+    assert_eq!(st["instances"][0]["name"], "VI_1");
+    assert_eq!(st["instances"][0]["state"], "master");
+    assert_eq!(st["instances"][0]["priority"], 150);
+    assert_eq!(st["instances"][0]["vips"][0], VIP.to_string());
+    assert_eq!(st["services"][0]["backends"].as_array().unwrap().len(), 3);
+    let (code, text, _) = vipctl(&lb1, &["status"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("VI_1") && text.contains("master"), "{text}");
+
+    let vips = vipctl_json(&lb1, &["vips"]);
+    assert_eq!(vips[0]["vip"], VIP.to_string());
+    assert_eq!(
+        (vips[0]["active"].as_bool(), vips[0]["answering"].as_bool()),
+        (Some(true), Some(true))
+    );
+
+    let backends = vipctl_json(&lb1, &["backends"]);
+    let addrs: Vec<&str> = backends
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addrs, ["10.99.0.11", "10.99.0.12", "10.99.0.13"]);
+    let ours = backends
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == backend.as_str())
+        .unwrap();
+    assert!(ours["packets"].as_u64().unwrap() >= 2, "{ours}");
+
+    let flows = vipctl_json(&lb1, &["flows"]);
+    let flow = flows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["client"] == client.as_str())
+        .unwrap_or_else(|| panic!("our flow {client} in {flows}"));
+    assert_eq!(flow["backend"], backend.as_str());
+    assert_eq!(flow["vip"], format!("{VIP}:5672"));
+
+    let table = vipctl_json(&lb1, &["table", "10.99.0.100:5672"]);
+    let rows = table["backends"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let slots: u64 = rows.iter().map(|r| r["slots"].as_u64().unwrap()).sum();
+    assert_eq!(slots, 65537);
+    let stats = vipctl_json(&lb1, &["stats"]);
+    assert!(
+        stats["counters"]["fwd_tx"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
+
+    // drain / undrain through vipctl; a drain of a stranger is a usage error.
+    let r = vipctl_json(&lb1, &["drain", &backend]);
+    assert_eq!(r["ok"], true);
+    let st = vipctl_json(&lb1, &["status"]);
+    let b = st["services"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == backend.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (b["draining"].as_bool(), b["in_table"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let table = vipctl_json(&lb1, &["table", "10.99.0.100:5672"]);
+    assert_eq!(table["backends"].as_array().unwrap().len(), 2, "{table}");
+    assert_eq!(vipctl_json(&lb1, &["undrain", &backend])["ok"], true);
+    let (code, _, err) = vipctl(&lb1, &["drain", "10.99.0.77"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a backend"), "{err}");
+
+    // reload: a bad config exits 2 naming the key; a good one exits 0.
+    let good = std::fs::read_to_string(&lb1.config).unwrap();
+    std::fs::write(&lb1.config, good.replace("priority = 150", "priority = 0")).unwrap();
+    let (code, _, err) = vipctl(&lb1, &["reload"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("vrrp[0].priority"), "{err}");
+    std::fs::write(&lb1.config, &good).unwrap();
+    let (code, out, err) = vipctl(&lb1, &["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("reloaded"), "{out}");
+
+    let (code, out, _) = vipctl(&lb1, &["stats", "--watch", "--count", "1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("packets/s") && out.contains(&backend), "{out}");
+
+    // Dead agent: the pinned maps still answer, the socket verbs say why not.
+    lb1.kill9();
+    let backends = vipctl_json(&lb1, &["backends"]);
+    assert_eq!(backends.as_array().unwrap().len(), 3);
+    let flows = vipctl_json(&lb1, &["flows"]);
+    assert!(
+        flows
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["client"] == client.as_str())
+    );
+    assert!(
+        vipctl_json(&lb1, &["stats"])["counters"]["rx"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let (code, _, err) = vipctl(&lb1, &["status"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the agent is not running"), "{err}");
+    drop(stream);
+}

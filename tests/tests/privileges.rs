@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use common::{DirGuard, VIP, is_root, lab, sibling_bin, wait_for, who_answers};
+use common::{DirGuard, is_root, lab, sibling_bin, wait_for, who_answers};
 use vip_agent::caps::NEEDED;
 
 const NOBODY: u32 = 65534;

@@ -1,6 +1,9 @@
-//! `vipctl`: inspects a node through the maps it pinned, so it works even
-//! when the agent is dead or hung. Every read verb takes `--json`.
-//! Exit codes: 0 success, 1 runtime failure, 2 usage error.
+//! `vipctl`: inspects a node through the maps it pinned, so `backends`,
+//! `flows`, `table`, `stats` and `vips` work even when the agent is dead or
+//! hung; `status`, `drain`, `undrain` and `reload` ask the agent through its
+//! control socket and say so when it is not running. Every read verb takes
+//! `--json`. Exit codes: 0 success, 1 runtime failure (agent not running),
+//! 2 usage or configuration error.
 #![allow(
     clippy::result_large_err,
     reason = "aya's error types are large; errors are rare"
@@ -16,12 +19,14 @@ use std::{
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use vip_agent::{
+    control::{self, Command},
     dataplane::{Maps, pin_dir},
     error_chain, maglev,
     net::fmt_mac,
 };
 use vip_common::{
-    BACKEND_DRAINING, BACKEND_ENABLED, BACKEND_LOCAL, NO_BACKEND, PROTO_TCP, PROTO_UDP, counter,
+    BACKEND_DOWN, BACKEND_DRAINING, BACKEND_ENABLED, BACKEND_LOCAL, NO_BACKEND, PROTO_TCP,
+    PROTO_UDP, counter,
 };
 
 #[derive(Parser)]
@@ -33,6 +38,10 @@ struct Args {
     /// The pin root the agent uses (`[node] bpffs`).
     #[arg(long, global = true, default_value = "/sys/fs/bpf")]
     bpffs: PathBuf,
+    /// The agent's control socket (`[node] control_socket`; default
+    /// /run/vip/<node>.sock).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     json: bool,
@@ -48,34 +57,38 @@ enum Verb {
     Flows,
     /// Lookup-table share per backend of one service (VIP:PORT[/tcp|udp]).
     Table { service: String },
-    /// Packet counters by verdict.
-    Stats,
+    /// Packet counters by verdict; with --watch, rates redrawn every second.
+    Stats {
+        /// Redraw packets/s and bytes/s per verdict and per backend.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop after this many redraws.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// VIPs: whether this node holds each one now, and the MAC it answers with.
     Vips,
+    /// The agent's state: VRRP instances (role, priority, since), checks,
+    /// services and backends (health, drain, table), counters.
+    Status,
+    /// Stop sending new connections to a backend (every service); its
+    /// connections stay. Lasts until undrain or an agent restart.
+    Drain { address: Ipv4Addr },
+    /// Undo drain.
+    Undrain { address: Ipv4Addr },
+    /// Make the agent re-read its configuration (like SIGHUP); exit 2 with
+    /// the key and line if the new one is invalid (the old one keeps running).
+    Reload,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let dir = match node_dir(&args.bpffs, args.node.as_deref()) {
-        Ok(d) => d,
-        Err(msg) => {
-            eprintln!("vipctl: {msg}");
-            return ExitCode::from(2);
-        }
-    };
-    let maps = match Maps::open_pinned(&dir) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("vipctl: {}", error_chain(&e));
-            return ExitCode::from(1);
-        }
-    };
     let out = match &args.verb {
-        Verb::Backends => backends(&maps, args.json),
-        Verb::Flows => flows(&maps, args.json),
-        Verb::Table { service } => table(&maps, service, args.json),
-        Verb::Stats => stats(&maps, args.json),
-        Verb::Vips => vips(&maps, args.json),
+        Verb::Status => agent_request(&args, Command::Status),
+        Verb::Drain { address } => agent_request(&args, Command::Drain { address: *address }),
+        Verb::Undrain { address } => agent_request(&args, Command::Undrain { address: *address }),
+        Verb::Reload => agent_request(&args, Command::Reload),
+        _ => read_pins(&args),
     };
     match out {
         Ok(text) => {
@@ -85,6 +98,219 @@ fn main() -> ExitCode {
         Err((code, msg)) => {
             eprintln!("vipctl: {msg}");
             ExitCode::from(code)
+        }
+    }
+}
+
+/// The verbs that read the pinned maps.
+fn read_pins(args: &Args) -> Out {
+    let dir = node_dir(&args.bpffs, args.node.as_deref()).map_err(|m| (2, m))?;
+    let maps = Maps::open_pinned(&dir).map_err(|e| (1, error_chain(&e)))?;
+    match &args.verb {
+        Verb::Backends => backends(&maps, args.json),
+        Verb::Flows => flows(&maps, args.json),
+        Verb::Table { service } => table(&maps, service, args.json),
+        Verb::Stats { watch: false, .. } => stats(&maps, args.json),
+        Verb::Stats { watch: true, count } => watch(&maps, *count),
+        Verb::Vips => vips(&maps, args.json),
+        Verb::Status | Verb::Drain { .. } | Verb::Undrain { .. } | Verb::Reload => {
+            unreachable!("agent verbs")
+        }
+    }
+}
+
+/// The control socket: `--socket`, else /run/vip/<node>.sock with the node
+/// from `--node` or the only one pinned.
+fn socket_path(args: &Args) -> Result<PathBuf, (u8, String)> {
+    if let Some(p) = &args.socket {
+        return Ok(p.clone());
+    }
+    let node = match &args.node {
+        Some(n) => n.clone(),
+        None => node_dir(&args.bpffs, None)
+            .map_err(|m| (1, format!("{m}; or name the agent's socket with --socket")))?
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    Ok(PathBuf::from(format!("/run/vip/{node}.sock")))
+}
+
+fn agent_request(args: &Args, command: Command) -> Out {
+    let path = socket_path(args)?;
+    let status_verb = command == Command::Status;
+    let reply = control::request(&path, command, std::time::Duration::from_secs(30))
+        .map_err(|e| (1, error_chain(&e)))?;
+    if !reply.ok {
+        let code = reply
+            .exit_code
+            .and_then(|c| u8::try_from(c).ok())
+            .unwrap_or(1);
+        return Err((
+            code,
+            reply.error.unwrap_or_else(|| "the agent refused".into()),
+        ));
+    }
+    if status_verb {
+        let status = reply
+            .status
+            .ok_or((1, "the agent sent no status".to_owned()))?;
+        return Ok(if args.json {
+            serde_json::to_string_pretty(&status).expect("json")
+        } else {
+            show_status(&status)
+        });
+    }
+    let message = reply.message.unwrap_or_default();
+    Ok(if args.json {
+        serde_json::to_string_pretty(&json!({ "ok": true, "message": message })).expect("json")
+    } else {
+        message
+    })
+}
+
+fn show_status(st: &control::Status) -> String {
+    let mut s = format!(
+        "node {} on {} (XDP {}), pid {}, up {:.1}s, heartbeat {:.1} ms old (dead after {:.0} ms), {} reload(s)\n",
+        st.node,
+        st.interface,
+        st.xdp_mode,
+        st.pid,
+        st.uptime_s,
+        st.heartbeat_age_ms,
+        st.dead_time_ms,
+        st.reloads
+    );
+    if !st.instances.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{:<12} {:>4} {:<7} {:>8} {:>9} {:<18} {:>8} {:>9}",
+            "instance", "vrid", "state", "priority", "since", "vips", "sent", "received"
+        );
+        for i in &st.instances {
+            let prio = if i.priority == i.base_priority {
+                i.priority.to_string()
+            } else {
+                format!("{}/{}", i.priority, i.base_priority)
+            };
+            let vips: Vec<String> = i.vips.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                s,
+                "{:<12} {:>4} {:<7} {:>8} {:>8.1}s {:<18} {:>8} {:>9}",
+                i.name,
+                i.vrid,
+                i.state,
+                prio,
+                i.since_s,
+                vips.join(","),
+                i.adverts_sent,
+                i.adverts_received
+            );
+        }
+    }
+    if !st.checks.is_empty() {
+        let _ = writeln!(s, "\n{:<20} {:<6} {:<5} reason", "check", "kind", "state");
+        for c in &st.checks {
+            let _ = writeln!(
+                s,
+                "{:<20} {:<6} {:<5} {}",
+                c.name,
+                c.kind,
+                if c.up { "up" } else { "down" },
+                c.reason
+            );
+        }
+    }
+    for svc in &st.services {
+        let _ = writeln!(
+            s,
+            "\nservice {}:{}/{}{}",
+            svc.vip,
+            svc.port,
+            svc.protocol,
+            svc.check
+                .as_ref()
+                .map(|c| format!(" (check {c})"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "  {:<15} {:>6} {:<6} {:<8} {:<5} {:>12} {:>14}  reason",
+            "backend", "weight", "health", "drain", "table", "packets", "bytes"
+        );
+        for b in &svc.backends {
+            let _ = writeln!(
+                s,
+                "  {:<15} {:>6} {:<6} {:<8} {:<5} {:>12} {:>14}  {}",
+                b.address,
+                b.weight,
+                if b.up { "up" } else { "down" },
+                if b.draining { "draining" } else { "-" },
+                if b.in_table { "yes" } else { "no" },
+                b.packets,
+                b.bytes,
+                b.reason
+            );
+        }
+    }
+    s.trim_end().to_owned()
+}
+
+/// `stats --watch`: per-second rates by verdict and by backend, redrawn.
+fn watch(maps: &Maps, count: Option<u64>) -> Out {
+    let sample = || -> Result<_, (u8, String)> {
+        let c = maps.counters().map_err(|e| fail(&e))?;
+        let mut per_backend = Vec::new();
+        for (id, b) in maps.backends().map_err(|e| fail(&e))?.iter().enumerate() {
+            if b.flags & BACKEND_ENABLED != 0 {
+                let id = u32::try_from(id).expect("small");
+                let st = maps.backend_stats(id).map_err(|e| fail(&e))?;
+                per_backend.push((ip(b.addr), st.packets, st.bytes));
+            }
+        }
+        Ok((std::time::Instant::now(), c, per_backend))
+    };
+    let mut prev = sample()?;
+    let mut n = 0;
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let cur = sample()?;
+        let dt = cur.0.duration_since(prev.0).as_secs_f64();
+        #[expect(clippy::cast_precision_loss, reason = "rates")]
+        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+        let mut s = String::from("\x1b[2J\x1b[H");
+        let _ = writeln!(s, "{:<16} {:>14} {:>12}", "verdict", "total", "packets/s");
+        for (i, name) in counter::NAMES.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "{name:<16} {:>14} {:>12.0}",
+                cur.1[i],
+                rate(cur.1[i], prev.1[i])
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n{:<15} {:>12} {:>12}",
+            "backend", "packets/s", "bytes/s"
+        );
+        for (addr, p, b) in &cur.2 {
+            let (pp, pb) = prev
+                .2
+                .iter()
+                .find(|(a, _, _)| a == addr)
+                .map_or((0, 0), |(_, p, b)| (*p, *b));
+            let _ = writeln!(
+                s,
+                "{addr:<15} {:>12.0} {:>12.0}",
+                rate(*p, pp),
+                rate(*b, pb)
+            );
+        }
+        print!("{s}");
+        prev = cur;
+        n += 1;
+        if count.is_some_and(|c| n >= c) {
+            return Ok(String::new());
         }
     }
 }
@@ -127,6 +353,9 @@ fn flag_names(flags: u32) -> Vec<&'static str> {
     }
     if flags & BACKEND_DRAINING != 0 {
         v.push("draining");
+    }
+    if flags & BACKEND_DOWN != 0 {
+        v.push("down");
     }
     v
 }
