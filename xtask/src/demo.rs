@@ -153,8 +153,16 @@ pub fn run(bins: &Path) -> Result<()> {
         vipctl(bins, &lb1_pins, &["vips"]).is_ok_and(|o| o.contains("master"))
             && vipctl(bins, &lb2_pins, &["vips"]).is_ok_and(|o| o.contains("backup"))
     })?;
-    show("vipctl vips on lb1", &vipctl(bins, &lb1_pins, &["vips"])?);
-    show("vipctl vips on lb2", &vipctl(bins, &lb2_pins, &["vips"])?);
+    let status = |pins: &Path, node: &str| {
+        let sock = vip_tests::lab::control_socket(node, pins);
+        vipctl(
+            bins,
+            pins,
+            &["--socket", &sock.display().to_string(), "status"],
+        )
+    };
+    show("vipctl status on lb1", &status(&lb1_pins, "lb1")?);
+    show("vipctl status on lb2", &status(&lb2_pins, "lb2")?);
 
     let (counts, failed, mut open) = lab.run_in("client", || connect_many(600));
     show(
@@ -257,7 +265,7 @@ pub fn run(bins: &Path) -> Result<()> {
             ok.len()
         ),
     );
-    show("vipctl vips on lb2", &vipctl(bins, &lb2_pins, &["vips"])?);
+    show("vipctl status on lb2", &status(&lb2_pins, "lb2")?);
     show(
         "vipctl vips on lb1 (its agent is dead: pins remain, heartbeat stale)",
         &vipctl(bins, &lb1_pins, &["vips"])?,
