@@ -7,6 +7,7 @@
 //! This library must not depend on vip-agent or aya: xtask links it before
 //! the eBPF toolchain is installed.
 
+pub mod broker;
 pub mod frames;
 pub mod lab;
 pub mod netns;

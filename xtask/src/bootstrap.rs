@@ -4,6 +4,7 @@
 
 use std::{
     ffi::OsString,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -12,8 +13,9 @@ use anyhow::{Context as _, Result, bail};
 
 /// Debian packages the lab needs (`ip`).
 pub const LAB_PACKAGES: &[&str] = &["iproute2", "iputils-ping"];
-/// Debian packages the test suite needs.
-pub const TEST_PACKAGES: &[&str] = &["iproute2", "keepalived"];
+/// Debian packages the test suite needs (`RabbitMQ`: real brokers in the lab's
+/// backend namespaces, `vip_tests::broker`).
+pub const TEST_PACKAGES: &[&str] = &["iproute2", "keepalived", "rabbitmq-server"];
 /// Debian packages the benchmarks need besides [`TEST_PACKAGES`] (the peer
 /// stack: keepalived + `HAProxy`).
 pub const BENCH_PACKAGES: &[&str] = &["haproxy"];
@@ -152,31 +154,152 @@ fn find_libllvm(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Installs the Debian packages that are missing (`apt-get update` first).
+///
+/// No daemon starts in the root namespace: the tests run keepalived, `HAProxy`
+/// and `RabbitMQ` themselves, inside lab namespaces. During the install a
+/// `/usr/sbin/policy-rc.d` that exits 101 (unless one exists already, as in
+/// Docker images) makes the maintainer scripts skip starting services; on a
+/// systemd host the units in [`QUIET_UNITS`] that this install brought are
+/// disabled afterwards, so they do not start at boot either.
 pub fn apt_packages(pkgs: &[&str]) -> Result<()> {
     let missing: Vec<&str> = pkgs
         .iter()
         .copied()
-        .filter(|p| {
-            !Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        })
+        .filter(|p| !dpkg_installed(p))
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
+    // Units of packages not installed yet: a unit someone enabled before is
+    // left alone.
+    let fresh_units: Vec<&str> = QUIET_UNITS
+        .iter()
+        .filter(|(pkg, _)| !dpkg_installed(pkg))
+        .flat_map(|(_, units)| units.iter().copied())
+        .collect();
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
     crate::status({
         let mut c = Command::new("apt-get");
         c.args(["update", "-q"]);
         c
     })?;
-    crate::status({
-        let mut c = Command::new("apt-get");
-        c.args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        c
-    })
+    {
+        let _no_services = NoServiceStart::install()?;
+        crate::status({
+            let mut c = Command::new("apt-get");
+            c.args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive");
+            c
+        })?;
+    }
+    if Path::new("/run/systemd/system").exists() {
+        let installed: Vec<&str> = fresh_units
+            .iter()
+            .copied()
+            .filter(|u| {
+                Command::new("systemctl")
+                    .args(["cat", u])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .collect();
+        if !installed.is_empty() {
+            eprintln!(
+                "xtask: disabling {} (the tests start their own daemons in lab namespaces)",
+                installed.join(" ")
+            );
+            crate::status({
+                let mut c = Command::new("systemctl");
+                c.args(["disable", "--now", "--quiet"]).args(&installed);
+                c
+            })?;
+        }
+    }
+    warn_about_root_daemons();
+    Ok(())
+}
+
+/// systemd units that installing these packages enables, disabled again after
+/// a fresh install: `rabbitmq-server`'s broker, and the Erlang port mapper of
+/// `erlang-base` (socket-activated on 4369 in the root namespace).
+pub const QUIET_UNITS: &[(&str, &[&str])] = &[
+    ("rabbitmq-server", &["rabbitmq-server.service"]),
+    ("erlang-base", &["epmd.socket", "epmd.service"]),
+];
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+const POLICY_RC_D_DENY: &str =
+    "#!/bin/sh\n# written by `cargo xtask` for one apt-get install: start no services\nexit 101\n";
+
+/// A `/usr/sbin/policy-rc.d` that denies every service start (exit 101), put
+/// in place for an install and removed on drop. An existing one is kept and
+/// left as it is.
+struct NoServiceStart {
+    created: bool,
+}
+
+impl NoServiceStart {
+    fn install() -> Result<Self> {
+        if Path::new(POLICY_RC_D).exists() {
+            return Ok(Self { created: false });
+        }
+        std::fs::write(POLICY_RC_D, POLICY_RC_D_DENY)
+            .with_context(|| format!("cannot write {POLICY_RC_D}"))?;
+        std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot make {POLICY_RC_D} executable"))?;
+        Ok(Self { created: true })
+    }
+}
+
+impl Drop for NoServiceStart {
+    fn drop(&mut self) {
+        // Only our own file: someone may have replaced it meanwhile.
+        if self.created
+            && std::fs::read_to_string(POLICY_RC_D).is_ok_and(|s| s == POLICY_RC_D_DENY)
+            && let Err(e) = std::fs::remove_file(POLICY_RC_D)
+        {
+            eprintln!("xtask: warning: cannot remove {POLICY_RC_D}: {e}");
+        }
+    }
+}
+
+/// Warns about `RabbitMQ` (`beam.smp`) or `epmd` processes in our own (the
+/// root) network namespace: the tests expect none there. They are not ours
+/// to stop, so this only names them.
+fn warn_about_root_daemons() {
+    let Ok(own) = std::fs::read_link("/proc/self/ns/net") else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let found: Vec<String> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| {
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            let comm = comm.trim();
+            let daemon = comm == "epmd" || comm.starts_with("beam");
+            (daemon && std::fs::read_link(e.path().join("ns/net")).ok()? == own)
+                .then(|| format!("{comm} (pid {})", e.file_name().to_string_lossy()))
+        })
+        .collect();
+    if !found.is_empty() {
+        eprintln!(
+            "xtask: warning: {} run(s) in the root network namespace; the tests start their own brokers in lab namespaces",
+            found.join(", ")
+        );
+    }
 }
