@@ -20,7 +20,11 @@ const NOBODY: u32 = 65534;
 /// `setpriv` to user nobody with exactly `caps` (names without `CAP_`,
 /// lower case, as setpriv spells them), running vip-agent on `config`.
 fn as_nobody(caps: &[&str], config: &Path) -> Command {
-    let list: String = caps.iter().map(|c| format!(",+{c}")).collect::<Vec<_>>().concat();
+    let list: String = caps
+        .iter()
+        .map(|c| format!(",+{c}"))
+        .collect::<Vec<_>>()
+        .concat();
     let mut cmd = Command::new("setpriv");
     cmd.arg(format!("--reuid={NOBODY}"))
         .arg(format!("--regid={NOBODY}"))

@@ -8,18 +8,18 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use vip_common::{
     BACKEND_DOWN, BACKEND_DRAINING, BACKEND_ENABLED, BACKEND_LOCAL, Backend, LOOKUP_SIZE,
-    MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP, SERVICE_RESET_ON_DOWN,
-    ServiceKey, VipState,
+    MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP, SERVICE_REHASH_ON_DOWN,
+    SERVICE_RESET_ON_DOWN, ServiceKey, VipState,
 };
 
 use crate::{
-    config::{Config, ConfigError, Protocol},
+    config::{Config, ConfigError, OnBackendDown, Protocol},
     dataplane::{AttachMode, Dataplane, DataplaneError},
     maglev,
     net::{Iface, Net, NetError, arp_resolve, fmt_mac},
@@ -328,9 +328,10 @@ pub fn plan(
 
 /// The `SERVICE_*` flags of a configured service.
 fn service_flags(svc: &crate::config::Service) -> u32 {
-    match svc.protocol {
-        Protocol::Tcp => SERVICE_RESET_ON_DOWN,
-        Protocol::Udp => 0,
+    match svc.on_backend_down {
+        OnBackendDown::Reset => SERVICE_RESET_ON_DOWN,
+        OnBackendDown::Rehash => SERVICE_REHASH_ON_DOWN,
+        OnBackendDown::Keep => 0,
     }
 }
 
@@ -523,34 +524,6 @@ pub fn stamp_period(dead: Duration) -> Duration {
     (dead / 9).clamp(Duration::from_millis(1), Duration::from_millis(250))
 }
 
-/// Parts of the config this build cannot run yet: refused with their line,
-/// never silently ignored.
-pub fn refuse_unsupported(config: &Config, path: &Path) -> Result<(), ConfigError> {
-    let refuse = |line: usize, key: &str, what: &str| ConfigError {
-        path: path.to_owned(),
-        line: Some(line),
-        key: Some(key.to_owned()),
-        message: format!(
-            "{what} is not available in this version of vip yet; remove it to run a node that owns its VIPs statically"
-        ),
-    };
-    if let Some(c) = config
-        .checks
-        .iter()
-        .find(|c| c.kind != crate::config::CheckKind::Exec)
-    {
-        return Err(refuse(
-            c.line,
-            "check.kind",
-            &format!("a {} node check (only exec is)", c.kind),
-        ));
-    }
-    if let Some(s) = config.services.iter().find(|s| s.check.is_some()) {
-        return Err(refuse(s.line, "service.check", "health checking"));
-    }
-    Ok(())
-}
-
 /// One VRRP instance as `vipctl status` shows it.
 fn instance_status(i: &crate::vrrp::instance::Instance) -> crate::control::InstanceStatus {
     crate::control::InstanceStatus {
@@ -585,6 +558,28 @@ fn no_backends(plan: &Plan, vips: &[Ipv4Addr]) -> bool {
         && services.all(|s| s.backends.iter().all(|b| b.down || b.resolved.is_none()))
 }
 
+/// What the backend checks of a config are: per service, its identity,
+/// check and backend addresses.
+fn service_checks(
+    config: &Config,
+) -> Vec<(
+    ServiceIdent,
+    Option<crate::config::ServiceCheck>,
+    Vec<Ipv4Addr>,
+)> {
+    config
+        .services
+        .iter()
+        .map(|s| {
+            (
+                service_ident(s),
+                s.check.clone(),
+                s.backends.iter().map(|b| b.address).collect(),
+            )
+        })
+        .collect()
+}
+
 /// What a background resolution found: the backend addresses it looked
 /// at, and the MACs of those that answered.
 type Resolution = (BTreeSet<Ipv4Addr>, BTreeMap<Ipv4Addr, Resolved>);
@@ -612,6 +607,12 @@ pub struct Agent {
     resolved_tx: tokio::sync::mpsc::UnboundedSender<Resolution>,
     resolved_rx: tokio::sync::mpsc::UnboundedReceiver<Resolution>,
     resolving: Option<tokio::task::JoinHandle<()>>,
+    /// Bumped by a reload that changed `[[check]]`s or service checks, so
+    /// the run loop restarts them.
+    checks_epoch: u64,
+    /// The service identities the running backend checks were started for
+    /// (a `BackendEvent`'s `service` indexes this).
+    checked_services: Vec<ServiceIdent>,
     started: Instant,
     reloads: u64,
     rebuilds: u64,
@@ -717,6 +718,8 @@ impl Agent {
             resolved_tx,
             resolved_rx,
             resolving: None,
+            checks_epoch: 0,
+            checked_services: Vec::new(),
             started: Instant::now(),
             reloads: 0,
             rebuilds: applied.switched,
@@ -754,7 +757,6 @@ impl Agent {
     /// and checks rebuild tables, VRRP instances keep their role.
     pub async fn reload(&mut self) -> Result<(), AgentError> {
         let mut config = Config::load(&self.config_path)?;
-        refuse_unsupported(&config, &self.config_path)?;
         // `--iface` overrides the file's interface for the agent's life.
         config
             .node
@@ -780,6 +782,13 @@ impl Agent {
             .flat_map(|s| s.backends.iter().map(|b| (service_ident(s), b.address)))
             .collect();
         self.steering.down.retain(|k, _| idents.contains(k));
+        let checks_changed = config.checks != self.config.checks
+            || service_checks(&config) != service_checks(&self.config);
+        if checks_changed {
+            // Restarted checks start up, like keepalived's without `alpha`.
+            self.steering.down.clear();
+            self.checks_epoch += 1;
+        }
         let plan = plan(
             &config,
             &ids,
@@ -1048,6 +1057,76 @@ impl Agent {
         self.vrrp = Some(v);
     }
 
+    /// Starts the `[[check]]`s (none: no receiver).
+    fn spawn_node_checks(
+        &mut self,
+    ) -> Result<
+        (
+            Option<crate::health::NodeChecks>,
+            Option<tokio::sync::mpsc::UnboundedReceiver<crate::health::CheckEvent>>,
+        ),
+        AgentError,
+    > {
+        self.checks = self
+            .config
+            .checks
+            .iter()
+            .map(|c| (c.name.clone(), (true, "starting".to_owned())))
+            .collect();
+        if self.config.checks.is_empty() {
+            return Ok((None, None));
+        }
+        let (c, rx) =
+            crate::health::NodeChecks::spawn(&self.config.checks).map_err(|e| AgentError::Io {
+                what: format!("cannot start the node checks: {e}"),
+                path: self.config_path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        Ok((Some(c), Some(rx)))
+    }
+
+    /// Starts the service checks, one task per (service, backend).
+    fn spawn_backend_checks(
+        &mut self,
+    ) -> (
+        Option<crate::probe::BackendChecks>,
+        Option<tokio::sync::mpsc::UnboundedReceiver<crate::probe::BackendEvent>>,
+    ) {
+        self.checked_services = self.config.services.iter().map(service_ident).collect();
+        if self.config.services.iter().all(|s| s.check.is_none()) {
+            return (None, None);
+        }
+        let (c, rx) = crate::probe::BackendChecks::spawn(&self.config.services);
+        (Some(c), Some(rx))
+    }
+
+    /// A service check changed a backend's state: in or out of the tables
+    /// (its flows then follow `on_backend_down`), and `track_services`.
+    async fn backend_event(&mut self, ev: crate::probe::BackendEvent) -> Result<(), AgentError> {
+        let Some(ident) = self.checked_services.get(ev.service).copied() else {
+            return Ok(());
+        };
+        let key = (ident, ev.backend);
+        let changed = if ev.up {
+            self.steering.down.remove(&key).is_some()
+        } else {
+            self.steering.down.insert(key, ev.reason.clone()).is_none()
+        };
+        if !changed {
+            return Ok(());
+        }
+        tracing::info!(
+            service = %format!("{}:{}", ident.0, ident.1),
+            backend = %ev.backend,
+            up = ev.up,
+            reason = %ev.reason,
+            "backend health changed"
+        );
+        self.replan().await?;
+        self.reevaluate();
+        Ok(())
+    }
+
     /// Runs until SIGTERM/SIGINT: heartbeat, MAC refresh, reload on SIGHUP,
     /// VRRP adverts and timers, link and node-check events, the control
     /// socket and metrics. Then a graceful VRRP shutdown, and XDP detached
@@ -1100,21 +1179,19 @@ impl Agent {
             Some(_) => Some(crate::net::watch_link(self.iface.index)?),
             None => None,
         };
-        let (_checks, mut check_events) = if self.config.checks.is_empty() {
-            (None, None)
-        } else {
-            let (c, rx) = crate::health::NodeChecks::spawn(&self.config.checks).map_err(|e| {
-                AgentError::Io {
-                    what: format!("cannot start the node checks: {e}"),
-                    path: self.config_path.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                }
-            })?;
-            (Some(c), Some(rx))
-        };
+        let (mut _node_checks, mut check_events) = self.spawn_node_checks()?;
+        let (mut _backend_checks, mut backend_events) = self.spawn_backend_checks();
+        let mut epoch = self.checks_epoch;
         // Positive weights count from the start (checks start up).
         self.reevaluate();
         loop {
+            if epoch != self.checks_epoch {
+                epoch = self.checks_epoch;
+                (_node_checks, check_events) = self.spawn_node_checks()?;
+                (_backend_checks, backend_events) = self.spawn_backend_checks();
+                self.reevaluate();
+                tracing::info!("checks restarted with the new configuration");
+            }
             let next = self
                 .vrrp
                 .as_ref()
@@ -1151,6 +1228,16 @@ impl Agent {
                 } => {
                     self.checks.insert(ev.name.clone(), (ev.up, ev.reason));
                     self.reevaluate();
+                }
+                Some(ev) = async {
+                    match backend_events.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Err(e) = self.backend_event(ev).await {
+                        tracing::error!(error = %crate::error_chain(&e), "cannot apply a backend health change");
+                    }
                 }
                 () = async {
                     match next {

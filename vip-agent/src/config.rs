@@ -107,11 +107,41 @@ pub struct Service {
     pub protocol: Protocol,
     /// The health check of every backend; `None`: backends are always up.
     pub check: Option<ServiceCheck>,
+    /// What happens to the flows of a backend that goes down (key
+    /// `on_backend_down`): default [`OnBackendDown::Reset`] for TCP,
+    /// [`OnBackendDown::Rehash`] for UDP (which has no RST, so `"reset"` is
+    /// refused there).
+    pub on_backend_down: OnBackendDown,
     /// 1..=256 backends, distinct addresses.
     pub backends: Vec<BackendConfig>,
     /// 1-based line of the service's table header (or inline table), so
     /// later errors about this service can point at it.
     pub line: usize,
+}
+
+/// `[[service]] on_backend_down`: what the data plane does with a packet of
+/// an existing flow whose backend health checks declared down.
+///
+/// ```toml
+/// [[service]]
+/// vip = "10.99.0.100"
+/// port = 5672
+/// on_backend_down = "reset"   # "reset" (TCP default) | "rehash" (UDP default) | "keep"
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBackendDown {
+    /// Answer the client's TCP segment with an RST, so it reconnects at once
+    /// (through the table, to a live backend) instead of waiting for its own
+    /// timeout. TCP only.
+    Reset,
+    /// Place the flow anew through the lookup table: its next packets go to
+    /// a live backend (which, for TCP, answers them with an RST itself).
+    Rehash,
+    /// Leave the flow on its backend (new flows still avoid it): for a
+    /// backend that fails its check but may still serve the connections it
+    /// has.
+    Keep,
 }
 
 /// `[[service]] protocol`.
@@ -133,10 +163,22 @@ pub struct BackendConfig {
 }
 
 /// `[[service]] check`: how each backend of the service is probed.
+///
+/// ```toml
+/// check = { kind = "amqp", interval = "200ms", timeout = "300ms", user = "guest", password = "guest", vhost = "/" }
+/// check = { kind = "http", port = 15672, path = "/api/health/checks/alarms", user = "guest", password = "guest", expect_body = "\"ok\"" }
+/// check = { kind = "tcp" }
+/// check = { kind = "exec", command = "/usr/local/bin/check-backend" }   # keepalived MISC_CHECK
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceCheck {
-    /// Never [`CheckKind::Exec`]: scripts are node-level `[[check]]`s.
+    /// What a probe does. An `exec` check (keepalived's `MISC_CHECK`) runs
+    /// its `command` once per backend, with the environment variables
+    /// `VIP_BACKEND_ADDRESS` and `VIP_BACKEND_PORT` naming the backend.
     pub kind: CheckKind,
+    /// Exec only (required for it, refused otherwise): the command line,
+    /// run with `/bin/sh -c`.
+    pub command: Option<String>,
     /// Time between probes (default 1s, > 0).
     pub interval: Duration,
     /// How long one probe may take (default 1s, > 0).
@@ -145,17 +187,23 @@ pub struct ServiceCheck {
     pub rise: u32,
     /// Consecutive failures before an up backend is down (default 2).
     pub fall: u32,
-    /// The port to probe; `None` probes the service port.
+    /// The port to probe (for `exec`: the value of `VIP_BACKEND_PORT`);
+    /// `None` probes the service port.
     pub port: Option<u16>,
     /// HTTP only: the path to GET (default `/`).
     pub path: Option<String>,
     /// HTTP only: the status that means healthy (default 200).
     pub expect_status: Option<u16>,
-    /// AMQP only: login user; given together with `password`.
+    /// HTTP only: a string the response body must contain (searched in its
+    /// first 64 KiB); `None` judges by the status alone.
+    pub expect_body: Option<String>,
+    /// AMQP: the login user (PLAIN); HTTP: the basic-auth user. Given
+    /// together with `password`.
     pub user: Option<String>,
-    /// AMQP only: login password.
+    /// AMQP: the login password; HTTP: the basic-auth password.
     pub password: Option<String>,
-    /// AMQP only: the virtual host to open.
+    /// AMQP only, with `user`: the virtual host to open after the login
+    /// (the probe then uses `/`).
     pub vhost: Option<String>,
 }
 
@@ -174,6 +222,32 @@ pub enum CheckKind {
 }
 
 /// `[[check]]`: a named node-level check (keepalived's `vrrp_script`).
+///
+/// An `exec` check runs a command; a `tcp`, `amqp` or `http` check probes
+/// `address`:`port` in-process, with the same keys as a service check:
+///
+/// ```toml
+/// [[check]]
+/// name = "local-broker"
+/// kind = "amqp"                 # exec | tcp | amqp | http
+/// address = "127.0.0.1"         # tcp/amqp/http: required; exec: refused
+/// # port = 5672                 # default 5672 (amqp), 80 (http); required for tcp
+/// # user = "guest"              # amqp: log in (PLAIN) and open vhost; http: basic auth
+/// # password = "guest"
+/// # vhost = "/"                 # amqp with user only
+/// interval = "500ms"
+///
+/// [[check]]
+/// name = "broker-alarms"
+/// kind = "http"
+/// address = "127.0.0.1"
+/// port = 15672
+/// path = "/api/health/checks/alarms"   # default "/"
+/// user = "guest"
+/// password = "guest"
+/// expect_status = 200                  # the default
+/// expect_body = "\"ok\""             # optional substring of the body
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
     /// Unique; what `[[vrrp]] track` refers to.
@@ -181,6 +255,25 @@ pub struct Check {
     pub kind: CheckKind,
     /// The command line of an `exec` check (required for it, refused otherwise).
     pub command: Option<String>,
+    /// What a `tcp`, `amqp` or `http` check probes (required for them,
+    /// refused for `exec`).
+    pub address: Option<Ipv4Addr>,
+    /// The port to probe: default 5672 for `amqp`, 80 for `http`, required
+    /// for `tcp`; `None` for `exec` (refused there).
+    pub port: Option<u16>,
+    /// HTTP only: the path to GET (default `/`).
+    pub path: Option<String>,
+    /// HTTP only: the status that means healthy (default 200).
+    pub expect_status: Option<u16>,
+    /// HTTP only: a string the body must contain.
+    pub expect_body: Option<String>,
+    /// AMQP: login user; HTTP: basic-auth user. Together with `password`.
+    pub user: Option<String>,
+    /// AMQP: login password; HTTP: basic-auth password.
+    pub password: Option<String>,
+    /// AMQP only, with `user`: the virtual host to open (the probe then uses
+    /// `/`).
+    pub vhost: Option<String>,
     /// Default 1s, > 0.
     pub interval: Duration,
     /// Default 1s, > 0.
@@ -346,6 +439,16 @@ impl fmt::Display for Protocol {
     }
 }
 
+impl fmt::Display for OnBackendDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Reset => "reset",
+            Self::Rehash => "rehash",
+            Self::Keep => "keep",
+        })
+    }
+}
+
 impl fmt::Display for CheckKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -466,6 +569,14 @@ struct RawCheck {
     timeout: Option<Spanned<Dur>>,
     rise: Option<Spanned<Int>>,
     fall: Option<Spanned<Int>>,
+    address: Option<Spanned<Ip>>,
+    port: Option<Spanned<Int>>,
+    path: Option<Spanned<String>>,
+    expect_status: Option<Spanned<Int>>,
+    expect_body: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    vhost: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -475,6 +586,7 @@ struct RawService {
     port: Spanned<Int>,
     protocol: Option<Protocol>,
     check: Option<RawServiceCheck>,
+    on_backend_down: Option<Spanned<OnBackendDown>>,
     backends: Option<Vec<Spanned<RawBackend>>>,
 }
 
@@ -482,6 +594,7 @@ struct RawService {
 #[serde(deny_unknown_fields)]
 struct RawServiceCheck {
     kind: Spanned<CheckKind>,
+    command: Option<Spanned<String>>,
     interval: Option<Spanned<Dur>>,
     timeout: Option<Spanned<Dur>>,
     rise: Option<Spanned<Int>>,
@@ -489,9 +602,31 @@ struct RawServiceCheck {
     port: Option<Spanned<Int>>,
     path: Option<Spanned<String>>,
     expect_status: Option<Spanned<Int>>,
+    expect_body: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     password: Option<Spanned<String>>,
     vhost: Option<Spanned<String>>,
+}
+
+/// The keys that say what a probe sends and expects, shared by `[[check]]`
+/// and a service `check`.
+struct RawProbeKeys {
+    path: Option<Spanned<String>>,
+    expect_status: Option<Spanned<Int>>,
+    expect_body: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    vhost: Option<Spanned<String>>,
+}
+
+/// [`RawProbeKeys`] validated for one kind, defaults filled in.
+struct ProbeKeys {
+    path: Option<String>,
+    expect_status: Option<u16>,
+    expect_body: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    vhost: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1001,40 +1136,317 @@ impl Source<'_> {
         let key = |k: &str| format!("check[{i}].{k}");
         let name = self.non_empty(raw.name, &key("name"), "the check name")?;
         let kind = *raw.kind.get_ref();
-        let command = match (kind, raw.command) {
-            (CheckKind::Exec, None) => {
-                return Err(self.error(
-                    table_at,
-                    &key("command"),
-                    "kind = \"exec\" needs a command to run; add command = \"/path/to/script\""
-                        .to_owned(),
-                ));
-            }
-            (CheckKind::Exec, Some(c)) => {
-                Some(self.non_empty(c, &key("command"), "the command")?)
-            }
-            (_, Some(c)) => {
-                return Err(self.error(
-                    c.span().start,
-                    &key("command"),
-                    format!(
-                        "only kind = \"exec\" runs a command and this check is kind = \"{kind}\"; \
-                         remove the command or change the kind"
-                    ),
-                ));
-            }
-            (_, None) => None,
-        };
+        let command = self.command(kind, raw.command, table_at, &key("command"), "")?;
+        let interval = self.positive(raw.interval.as_ref(), CHECK_INTERVAL, &key("interval"))?;
+        let timeout = self.positive(raw.timeout.as_ref(), CHECK_TIMEOUT, &key("timeout"))?;
+        let rise = self.times(raw.rise.as_ref(), CHECK_RISE, &key("rise"))?;
+        let fall = self.times(raw.fall.as_ref(), CHECK_FALL, &key("fall"))?;
+        let (address, port) =
+            self.check_target(kind, raw.address, raw.port.as_ref(), table_at, i)?;
+        let keys = self.probe_keys(
+            kind,
+            RawProbeKeys {
+                path: raw.path,
+                expect_status: raw.expect_status,
+                expect_body: raw.expect_body,
+                user: raw.user,
+                password: raw.password,
+                vhost: raw.vhost,
+            },
+            &format!("check[{i}]"),
+        )?;
         Ok(Check {
             name,
             kind,
             command,
-            interval: self.positive(raw.interval.as_ref(), CHECK_INTERVAL, &key("interval"))?,
-            timeout: self.positive(raw.timeout.as_ref(), CHECK_TIMEOUT, &key("timeout"))?,
-            rise: self.times(raw.rise.as_ref(), CHECK_RISE, &key("rise"))?,
-            fall: self.times(raw.fall.as_ref(), CHECK_FALL, &key("fall"))?,
+            address,
+            port,
+            path: keys.path,
+            expect_status: keys.expect_status,
+            expect_body: keys.expect_body,
+            user: keys.user,
+            password: keys.password,
+            vhost: keys.vhost,
+            interval,
+            timeout,
+            rise,
+            fall,
             line,
         })
+    }
+
+    /// The `command` of a check of `kind`: required for `exec` (the error
+    /// then points at `missing_at`), refused for the others. `hint` is added
+    /// to the message for a missing command.
+    fn command(
+        &self,
+        kind: CheckKind,
+        command: Option<Spanned<String>>,
+        missing_at: usize,
+        key: &str,
+        hint: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        match (kind, command) {
+            (CheckKind::Exec, None) => Err(self.error(
+                missing_at,
+                key,
+                format!(
+                    "kind = \"exec\" needs a command to run; add command = \"/path/to/script\"{hint}"
+                ),
+            )),
+            (CheckKind::Exec, Some(c)) => Ok(Some(self.non_empty(c, key, "the command")?)),
+            (_, Some(c)) => Err(self.error(
+                c.span().start,
+                key,
+                format!(
+                    "only kind = \"exec\" runs a command and this check is kind = \"{kind}\"; \
+                     remove the command or change the kind"
+                ),
+            )),
+            (_, None) => Ok(None),
+        }
+    }
+
+    /// `address` and `port` of `check[i]`: what a `tcp`, `amqp` or `http`
+    /// check probes; an `exec` check has neither.
+    fn check_target(
+        &self,
+        kind: CheckKind,
+        address: Option<Spanned<Ip>>,
+        port: Option<&Spanned<Int>>,
+        table_at: usize,
+        i: usize,
+    ) -> Result<(Option<Ipv4Addr>, Option<u16>), ConfigError> {
+        let key = |k: &str| format!("check[{i}].{k}");
+        if kind == CheckKind::Exec {
+            let refuse = |at: usize, k: &str| {
+                self.error(
+                    at,
+                    &key(k),
+                    format!(
+                        "an exec check runs its command and probes no {k}; remove {k}, or use \
+                         kind = \"tcp\", \"amqp\" or \"http\" to probe an address"
+                    ),
+                )
+            };
+            if let Some(a) = &address {
+                return Err(refuse(a.span().start, "address"));
+            }
+            if let Some(p) = port {
+                return Err(refuse(p.span().start, "port"));
+            }
+            return Ok((None, None));
+        }
+        let Some(address) = address else {
+            return Err(self.error(
+                table_at,
+                &key("address"),
+                format!(
+                    "kind = \"{kind}\" needs the address to probe; add address = \"127.0.0.1\" \
+                     (for the broker on this node)"
+                ),
+            ));
+        };
+        let port = match (port, kind) {
+            (Some(p), _) => self.int(p, &key("port"), 1..=65535, "a port")?,
+            (None, CheckKind::Amqp) => 5672,
+            (None, CheckKind::Http) => 80,
+            (None, _) => {
+                return Err(self.error(
+                    table_at,
+                    &key("port"),
+                    format!("kind = \"{kind}\" needs the port to probe; add port = 5672, say"),
+                ));
+            }
+        };
+        Ok((Some(address.into_inner().0), Some(port)))
+    }
+
+    /// `expect_body` of an http check: not empty.
+    fn probe_body(
+        &self,
+        body: Option<Spanned<String>>,
+        key: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        Ok(match body {
+            Some(b) if b.get_ref().is_empty() => {
+                return Err(self.error(
+                    b.span().start,
+                    key,
+                    "is empty, which every body contains; remove it or give the text to look for"
+                        .to_owned(),
+                ));
+            }
+            b => b.map(Spanned::into_inner),
+        })
+    }
+
+    /// `path` of an http check: absolute, no spaces; `/` by default.
+    fn probe_path(
+        &self,
+        path: Option<Spanned<String>>,
+        kind: CheckKind,
+        key: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        Ok(match path {
+            Some(p) if !p.get_ref().starts_with('/') => {
+                return Err(self.error(
+                    p.span().start,
+                    key,
+                    format!("{:?} must start with '/'", p.get_ref()),
+                ));
+            }
+            Some(p)
+                if p.get_ref()
+                    .contains(|c: char| c.is_whitespace() || c.is_control()) =>
+            {
+                return Err(self.error(
+                    p.span().start,
+                    key,
+                    format!(
+                        "{:?} contains a space or a control character; percent-encode it (%20)",
+                        p.get_ref()
+                    ),
+                ));
+            }
+            Some(p) => Some(p.into_inner()),
+            None => (kind == CheckKind::Http).then(|| "/".to_owned()),
+        })
+    }
+
+    /// The probe keys of a check of `kind` (`key` is the check's own dotted
+    /// key): each is refused where it means nothing for the kind, rather
+    /// than silently ignored, and the HTTP defaults are filled in.
+    fn probe_keys(
+        &self,
+        kind: CheckKind,
+        raw: RawProbeKeys,
+        key: &str,
+    ) -> Result<ProbeKeys, ConfigError> {
+        let sub = |k: &str| format!("{key}.{k}");
+        let only = |span: Option<Range<usize>>, k: &str, kinds: &[CheckKind]| match span {
+            Some(span) if !kinds.contains(&kind) => {
+                let names: Vec<String> = kinds.iter().map(|k| format!("\"{k}\"")).collect();
+                Err(self.error(
+                    span.start,
+                    &sub(k),
+                    format!(
+                        "only a kind = {} check uses {k}; this one is \"{kind}\"",
+                        names.join(" or ")
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        };
+        let http = &[CheckKind::Http][..];
+        let login = &[CheckKind::Amqp, CheckKind::Http][..];
+        only(raw.path.as_ref().map(Spanned::span), "path", http)?;
+        only(
+            raw.expect_status.as_ref().map(Spanned::span),
+            "expect_status",
+            http,
+        )?;
+        only(
+            raw.expect_body.as_ref().map(Spanned::span),
+            "expect_body",
+            http,
+        )?;
+        only(raw.user.as_ref().map(Spanned::span), "user", login)?;
+        only(raw.password.as_ref().map(Spanned::span), "password", login)?;
+        only(
+            raw.vhost.as_ref().map(Spanned::span),
+            "vhost",
+            &[CheckKind::Amqp],
+        )?;
+        match (&raw.user, &raw.password) {
+            (Some(u), None) => {
+                return Err(self.error(
+                    u.span().start,
+                    &sub("password"),
+                    "a user needs a password too".to_owned(),
+                ));
+            }
+            (None, Some(p)) => {
+                return Err(self.error(
+                    p.span().start,
+                    &sub("user"),
+                    "a password needs a user too".to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        let user = raw
+            .user
+            .map(|u| self.credential(u, kind, &sub("user"), true))
+            .transpose()?;
+        let password = raw
+            .password
+            .map(|p| self.credential(p, kind, &sub("password"), false))
+            .transpose()?;
+        let vhost = match raw.vhost {
+            Some(v) if user.is_none() => {
+                return Err(self.error(
+                    v.span().start,
+                    &sub("vhost"),
+                    "the check opens a vhost only after logging in; add user and password, \
+                     or remove vhost"
+                        .to_owned(),
+                ));
+            }
+            Some(v) if v.get_ref().is_empty() || v.get_ref().len() > 255 => {
+                return Err(self.error(
+                    v.span().start,
+                    &sub("vhost"),
+                    "must be 1 to 255 bytes (AMQP carries it as a short string), such as \"/\""
+                        .to_owned(),
+                ));
+            }
+            v => v.map(Spanned::into_inner),
+        };
+        let path = self.probe_path(raw.path, kind, &sub("path"))?;
+        let expect_status = match &raw.expect_status {
+            Some(v) => Some(self.int(v, &sub("expect_status"), 100..=599, "an HTTP status")?),
+            None => (kind == CheckKind::Http).then_some(200),
+        };
+        let expect_body = self.probe_body(raw.expect_body, &sub("expect_body"))?;
+        Ok(ProbeKeys {
+            path,
+            expect_status,
+            expect_body,
+            user,
+            password,
+            vhost,
+        })
+    }
+
+    /// A login user or password, refusing what the wire cannot carry: a NUL
+    /// ends a PLAIN field, and a ':' in an HTTP basic-auth user splits it.
+    fn credential(
+        &self,
+        v: Spanned<String>,
+        kind: CheckKind,
+        key: &str,
+        is_user: bool,
+    ) -> Result<String, ConfigError> {
+        let s = v.get_ref();
+        if is_user && s.is_empty() {
+            return Err(self.error(v.span().start, key, "the user is empty".to_owned()));
+        }
+        if s.contains('\0') {
+            return Err(self.error(
+                v.span().start,
+                key,
+                "contains a NUL character, which a login cannot carry".to_owned(),
+            ));
+        }
+        if is_user && kind == CheckKind::Http && s.contains(':') {
+            return Err(self.error(
+                v.span().start,
+                key,
+                format!("{s:?} contains ':', which HTTP basic auth cannot carry in a user"),
+            ));
+        }
+        Ok(v.into_inner())
     }
 
     fn vrrp(
@@ -1374,6 +1786,8 @@ impl Source<'_> {
             .check
             .map(|c| self.service_check(c, &key("check")))
             .transpose()?;
+        let on_backend_down =
+            self.on_backend_down(raw.on_backend_down, protocol, &key("on_backend_down"))?;
 
         let raw_backends = raw.backends.unwrap_or_default();
         if raw_backends.is_empty() {
@@ -1427,108 +1841,79 @@ impl Source<'_> {
             port,
             protocol,
             check,
+            on_backend_down,
             backends,
             line: self.line(at),
         })
     }
 
-    /// The kind of a service check, refusing keys that mean something for
-    /// another kind only: refused rather than silently ignored.
-    fn check_kind_keys(&self, raw: &RawServiceCheck, key: &str) -> Result<CheckKind, ConfigError> {
-        let sub = |k: &str| format!("{key}.{k}");
-        let kind = *raw.kind.get_ref();
-        if kind == CheckKind::Exec {
-            return Err(self.error(
-                raw.kind.span().start,
-                &sub("kind"),
-                "a service check is tcp, amqp or http; to run a script, define a [[check]] with kind = \"exec\" \
-                 and track it from [[vrrp]]"
-                    .to_owned(),
-            ));
-        }
-        let only = |span: Option<Range<usize>>, k: &str, for_kind: CheckKind| match span {
-            Some(span) if kind != for_kind => Err(self.error(
-                span.start,
-                &sub(k),
-                format!("only a kind = \"{for_kind}\" check uses {k}; this one is \"{kind}\""),
-            )),
-            _ => Ok(()),
-        };
-        only(
-            raw.path.as_ref().map(Spanned::span),
-            "path",
-            CheckKind::Http,
-        )?;
-        only(
-            raw.expect_status.as_ref().map(Spanned::span),
-            "expect_status",
-            CheckKind::Http,
-        )?;
-        only(
-            raw.user.as_ref().map(Spanned::span),
-            "user",
-            CheckKind::Amqp,
-        )?;
-        only(
-            raw.password.as_ref().map(Spanned::span),
-            "password",
-            CheckKind::Amqp,
-        )?;
-        only(
-            raw.vhost.as_ref().map(Spanned::span),
-            "vhost",
-            CheckKind::Amqp,
-        )?;
-        match (&raw.user, &raw.password) {
-            (Some(u), None) => Err(self.error(
-                u.span().start,
-                &sub("password"),
-                "a user needs a password too".to_owned(),
-            )),
-            (None, Some(p)) => Err(self.error(
-                p.span().start,
-                &sub("user"),
-                "a password needs a user too".to_owned(),
-            )),
-            _ => Ok(kind),
-        }
-    }
-
     fn service_check(&self, raw: RawServiceCheck, key: &str) -> Result<ServiceCheck, ConfigError> {
         let sub = |k: &str| format!("{key}.{k}");
-        let kind = self.check_kind_keys(&raw, key)?;
-        let path = match raw.path {
-            Some(p) if !p.get_ref().starts_with('/') => {
-                return Err(self.error(
-                    p.span().start,
-                    &sub("path"),
-                    format!("{:?} must start with '/'", p.get_ref()),
-                ));
-            }
-            Some(p) => Some(p.into_inner()),
-            None => (kind == CheckKind::Http).then(|| "/".to_owned()),
-        };
-        let expect_status = match &raw.expect_status {
-            Some(v) => Some(self.int(v, &sub("expect_status"), 100..=599, "an HTTP status")?),
-            None => (kind == CheckKind::Http).then_some(200),
-        };
+        let kind = *raw.kind.get_ref();
+        let command = self.command(
+            kind,
+            raw.command,
+            raw.kind.span().start,
+            &sub("command"),
+            " (it runs once per backend, with VIP_BACKEND_ADDRESS and VIP_BACKEND_PORT set)",
+        )?;
+        let interval = self.positive(raw.interval.as_ref(), CHECK_INTERVAL, &sub("interval"))?;
+        let timeout = self.positive(raw.timeout.as_ref(), CHECK_TIMEOUT, &sub("timeout"))?;
+        let rise = self.times(raw.rise.as_ref(), CHECK_RISE, &sub("rise"))?;
+        let fall = self.times(raw.fall.as_ref(), CHECK_FALL, &sub("fall"))?;
+        let port = raw
+            .port
+            .as_ref()
+            .map(|p| self.int(p, &sub("port"), 1..=65535, "a port"))
+            .transpose()?;
+        let keys = self.probe_keys(
+            kind,
+            RawProbeKeys {
+                path: raw.path,
+                expect_status: raw.expect_status,
+                expect_body: raw.expect_body,
+                user: raw.user,
+                password: raw.password,
+                vhost: raw.vhost,
+            },
+            key,
+        )?;
         Ok(ServiceCheck {
             kind,
-            interval: self.positive(raw.interval.as_ref(), CHECK_INTERVAL, &sub("interval"))?,
-            timeout: self.positive(raw.timeout.as_ref(), CHECK_TIMEOUT, &sub("timeout"))?,
-            rise: self.times(raw.rise.as_ref(), CHECK_RISE, &sub("rise"))?,
-            fall: self.times(raw.fall.as_ref(), CHECK_FALL, &sub("fall"))?,
-            port: raw
-                .port
-                .as_ref()
-                .map(|p| self.int(p, &sub("port"), 1..=65535, "a port"))
-                .transpose()?,
-            path,
-            expect_status,
-            user: raw.user.map(Spanned::into_inner),
-            password: raw.password.map(Spanned::into_inner),
-            vhost: raw.vhost.map(Spanned::into_inner),
+            command,
+            interval,
+            timeout,
+            rise,
+            fall,
+            port,
+            path: keys.path,
+            expect_status: keys.expect_status,
+            expect_body: keys.expect_body,
+            user: keys.user,
+            password: keys.password,
+            vhost: keys.vhost,
         })
+    }
+
+    /// `on_backend_down` of a service: UDP has no RST to send.
+    fn on_backend_down(
+        &self,
+        v: Option<Spanned<OnBackendDown>>,
+        protocol: Protocol,
+        key: &str,
+    ) -> Result<OnBackendDown, ConfigError> {
+        match (v, protocol) {
+            (None, Protocol::Tcp) => Ok(OnBackendDown::Reset),
+            (None, Protocol::Udp) => Ok(OnBackendDown::Rehash),
+            (Some(v), Protocol::Udp) if *v.get_ref() == OnBackendDown::Reset => Err(self.error(
+                v.span().start,
+                key,
+                "\"reset\" answers with a TCP RST, and UDP has no RST; use \"rehash\" \
+                 (the default for UDP) or \"keep\""
+                    .to_owned(),
+            )),
+            (Some(v), _) => Ok(v.into_inner()),
+        }
     }
 }
 
@@ -1617,11 +2002,14 @@ backends = [
         e
     }
 
-    /// [`NODE`], a check `c` (lines 4-6) and a vrrp instance whose extra keys
-    /// start at line 11.
+    /// A check `c` (line 1, as an inline table, so that it fits on one
+    /// line), [`NODE`] (lines 2-4) and a vrrp instance (from line 7) whose
+    /// extra keys start at line 11.
     fn vrrp_with(extra: &str) -> String {
         format!(
-            "{NODE}[[check]]\nname = \"c\"\nkind = \"tcp\"\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\nvips = [\"10.0.0.100\"]\n{extra}"
+            "check = [{{ name = \"c\", kind = \"tcp\", address = \"127.0.0.1\", port = 5672 }}]\n\
+             {NODE}# lines 5 and 6 are left\n# for the vrrp tests' line numbers\n\
+             [[vrrp]]\nname = \"VI_1\"\nvrid = 51\nvips = [\"10.0.0.100\"]\n{extra}"
         )
     }
 
@@ -1828,9 +2216,9 @@ backends = [
         );
         fails("[node]\nnode = 1\n", 2, "node.node", "unknown key");
         fails(
-            &format!("{NODE}{SERVICE}check = {{ kind = \"tcp\", command = \"x\" }}\n"),
+            &format!("{NODE}{SERVICE}check = {{ kind = \"tcp\", comand = \"x\" }}\n"),
             8,
-            "service[0].check.command",
+            "service[0].check.comand",
             "unknown key",
         );
     }
@@ -2393,12 +2781,12 @@ backends = [
         );
         fails(&check("kind = \"ping\"\n"), 6, "check[0].kind", "`exec`");
         let twice = format!(
-            "{}[[check]]\nname = \"c\"\nkind = \"http\"\n",
-            check("kind = \"tcp\"\n")
+            "{}[[check]]\nname = \"c\"\nkind = \"exec\"\ncommand = \"true\"\n",
+            check("kind = \"amqp\"\naddress = \"127.0.0.1\"\n")
         );
         fails(
             &twice,
-            8,
+            9,
             "check[1].name",
             "already the name of check[0] (line 4)",
         );
@@ -2410,8 +2798,14 @@ backends = [
         fails(
             &svc("kind = \"exec\""),
             8,
-            "service[0].check.kind",
-            "define a [[check]]",
+            "service[0].check.command",
+            "needs a command",
+        );
+        fails(
+            &svc("kind = \"tcp\", command = \"true\""),
+            8,
+            "service[0].check.command",
+            "only kind = \"exec\" runs a command",
         );
         fails(
             &svc("kind = \"amqp\", path = \"/\""),

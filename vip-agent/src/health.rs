@@ -243,20 +243,18 @@ pub struct CheckEvent {
     pub reason: String,
 }
 
-/// A check that [`NodeChecks::spawn`] cannot run.
+/// A check that [`NodeChecks::spawn`] cannot run (config validation
+/// prevents both).
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
-    #[error(
-        "check {name:?} (line {line}) is kind = \"{kind}\", but only \"exec\" node checks \
-         can run yet"
-    )]
-    Unsupported {
+    #[error("exec check {name:?} (line {line}) has no command")]
+    NoCommand { name: String, line: usize },
+    #[error("{kind} check {name:?} (line {line}) has no address to probe")]
+    NoAddress {
         name: String,
         kind: CheckKind,
         line: usize,
     },
-    #[error("exec check {name:?} (line {line}) has no command")]
-    NoCommand { name: String, line: usize },
 }
 
 /// The running `[[check]]`s: one tokio task per check, each running its
@@ -271,35 +269,59 @@ pub struct NodeChecks {
 impl NodeChecks {
     /// Starts a task for each check. Must be called within a tokio runtime.
     ///
-    /// Fails, starting nothing, if a check is not of kind `exec` or has no
-    /// command.
+    /// Fails, starting nothing, if an `exec` check has no command or a
+    /// probe has no address.
     pub fn spawn(
         checks: &[Check],
     ) -> Result<(Self, mpsc::UnboundedReceiver<CheckEvent>), HealthError> {
         let mut runnable = Vec::with_capacity(checks.len());
         for check in checks {
-            if check.kind != CheckKind::Exec {
-                return Err(HealthError::Unsupported {
-                    name: check.name.clone(),
-                    kind: check.kind,
-                    line: check.line,
-                });
-            }
-            let Some(command) = check.command.clone() else {
-                return Err(HealthError::NoCommand {
-                    name: check.name.clone(),
-                    line: check.line,
-                });
+            let how = if check.kind == CheckKind::Exec {
+                let Some(command) = check.command.clone() else {
+                    return Err(HealthError::NoCommand {
+                        name: check.name.clone(),
+                        line: check.line,
+                    });
+                };
+                How::Exec(command)
+            } else {
+                let Some(address) = check.address else {
+                    return Err(HealthError::NoAddress {
+                        name: check.name.clone(),
+                        kind: check.kind,
+                        line: check.line,
+                    });
+                };
+                let port = check
+                    .port
+                    .unwrap_or_else(|| crate::probe::Probe::default_port(check.kind));
+                let probe = crate::probe::Probe::of(
+                    check.kind,
+                    check.command.as_ref(),
+                    check.path.as_ref(),
+                    check.expect_status,
+                    check.expect_body.as_ref(),
+                    check.user.as_ref(),
+                    check.password.as_ref(),
+                    check.vhost.as_ref(),
+                );
+                How::Probe(std::net::SocketAddr::from((address, port)), probe)
             };
-            runnable.push((check.clone(), command));
+            runnable.push((check.clone(), how));
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let tasks = runnable
             .into_iter()
-            .map(|(check, command)| tokio::spawn(run_check(check, command, tx.clone())))
+            .map(|(check, how)| tokio::spawn(run_check(check, how, tx.clone())))
             .collect();
         Ok((Self { tasks }, rx))
     }
+}
+
+/// How a node check probes.
+enum How {
+    Exec(String),
+    Probe(std::net::SocketAddr, crate::probe::Probe),
 }
 
 impl Drop for NodeChecks {
@@ -310,12 +332,22 @@ impl Drop for NodeChecks {
     }
 }
 
-async fn run_check(check: Check, command: String, tx: mpsc::UnboundedSender<CheckEvent>) {
+async fn run_check(check: Check, how: How, tx: mpsc::UnboundedSender<CheckEvent>) {
     let mut machine = RiseFall::new(check.rise, check.fall);
     let seed = fnv1a(&check.name);
     for n in 0_u64.. {
         let started = tokio::time::Instant::now();
-        let result = run_exec(&command, check.timeout).await;
+        let result = match &how {
+            How::Exec(command) => run_exec(command, check.timeout).await,
+            How::Probe(addr, probe) => {
+                let o = crate::probe::run(*addr, probe, check.timeout).await;
+                ExecResult {
+                    ok: o.ok,
+                    reason: o.reason,
+                    took: o.latency,
+                }
+            }
+        };
         if let Some(up) = machine.record(result.ok) {
             tracing::info!(check = %check.name, up, reason = %result.reason, "node check changed state");
             let event = CheckEvent {
@@ -625,6 +657,14 @@ mod tests {
             name: name.to_owned(),
             kind: CheckKind::Exec,
             command: Some(command.to_owned()),
+            address: None,
+            port: None,
+            path: None,
+            expect_status: None,
+            expect_body: None,
+            user: None,
+            password: None,
+            vhost: None,
             interval: Duration::from_millis(20),
             timeout: Duration::from_secs(1),
             rise: 1,
@@ -702,18 +742,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_exec_checks_run_yet() {
+    async fn a_probe_without_an_address_is_refused() {
         let mut tcp = exec_check("port", "true");
         tcp.kind = CheckKind::Tcp;
         tcp.command = None;
         tcp.line = 12;
         let err = NodeChecks::spawn(&[exec_check("ok", "true"), tcp]).unwrap_err();
-        assert!(matches!(err, HealthError::Unsupported { ref name, .. } if name == "port"));
+        assert!(matches!(err, HealthError::NoAddress { ref name, .. } if name == "port"));
         let msg = err.to_string();
-        assert!(
-            msg.contains("\"port\"") && msg.contains("line 12") && msg.contains("only \"exec\""),
-            "{msg}"
-        );
+        assert!(msg.contains("\"port\"") && msg.contains("line 12"), "{msg}");
     }
 
     // ---- priority ----

@@ -14,10 +14,12 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod health;
+pub mod import;
 pub mod maglev;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod probe;
 pub mod vrrp;
 
 /// An error and its causes on one line: `what: because: because`.

@@ -9,7 +9,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, ValueEnum};
 use vip_agent::{
-    agent::{Agent, AgentError, refuse_unsupported},
+    agent::{Agent, AgentError},
     config::Config,
     error_chain,
 };
@@ -53,9 +53,7 @@ fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
     }
 
-    let mut config = match Config::load(&args.config)
-        .and_then(|c| refuse_unsupported(&c, &args.config).map(|()| c))
-    {
+    let mut config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vip-agent: {e}");

@@ -3,7 +3,8 @@
 //! hung; `status`, `drain`, `undrain` and `reload` ask the agent through its
 //! control socket and say so when it is not running. Every read verb takes
 //! `--json`. Exit codes: 0 success, 1 runtime failure (agent not running),
-//! 2 usage or configuration error.
+//! 2 usage or configuration error. `import-keepalived` converts a
+//! keepalived.conf into vip TOML and needs no running node.
 #![allow(
     clippy::result_large_err,
     reason = "aya's error types are large; errors are rare"
@@ -21,7 +22,7 @@ use serde_json::json;
 use vip_agent::{
     control::{self, Command},
     dataplane::{Maps, pin_dir},
-    error_chain, maglev,
+    error_chain, import, maglev,
     net::fmt_mac,
 };
 use vip_common::{
@@ -79,10 +80,38 @@ enum Verb {
     /// Make the agent re-read its configuration (like SIGHUP); exit 2 with
     /// the key and line if the new one is invalid (the old one keeps running).
     Reload,
+    /// Print the vip TOML equivalent to a keepalived.conf (following its
+    /// includes); what has no exact equivalent is listed on stderr as
+    /// `FILE:LINE: keyword: what to do`. `--node` names the node instead of
+    /// `router_id`.
+    ImportKeepalived {
+        /// The keepalived configuration.
+        file: PathBuf,
+        /// `[node] interface` when no `vrrp_instance` names one, or instead of theirs.
+        #[arg(long)]
+        iface: Option<String>,
+        /// keepalived's config id (`keepalived -i ID`) for `@ID` lines;
+        /// default the host name up to its first dot.
+        #[arg(long)]
+        config_id: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Verb::ImportKeepalived {
+        file,
+        iface,
+        config_id,
+    } = &args.verb
+    {
+        let opts = import::Options {
+            interface: iface.clone(),
+            name: args.node.clone(),
+            config_id: config_id.clone(),
+        };
+        return import_keepalived(file, &opts);
+    }
     let out = match &args.verb {
         Verb::Status => agent_request(&args, Command::Status),
         Verb::Drain { address } => agent_request(&args, Command::Drain { address: *address }),
@@ -102,6 +131,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// `import-keepalived`: the TOML on stdout, the notes on stderr; exit 0 when
+/// TOML was printed (notes or not), 2 when the file cannot be read or used.
+fn import_keepalived(file: &Path, opts: &import::Options) -> ExitCode {
+    match import::import(file, opts) {
+        Ok(imported) => {
+            print!("{}", imported.toml);
+            for note in &imported.notes {
+                eprintln!("{note}");
+            }
+            if !imported.notes.is_empty() {
+                eprintln!(
+                    "vipctl: {} item(s) above have no exact equivalent in vip; review them before using the TOML",
+                    imported.notes.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vipctl: {}", error_chain(&e));
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
 /// The verbs that read the pinned maps.
 fn read_pins(args: &Args) -> Out {
     let dir = node_dir(&args.bpffs, args.node.as_deref()).map_err(|m| (2, m))?;
@@ -113,8 +166,12 @@ fn read_pins(args: &Args) -> Out {
         Verb::Stats { watch: false, .. } => stats(&maps, args.json),
         Verb::Stats { watch: true, count } => watch(&maps, *count),
         Verb::Vips => vips(&maps, args.json),
-        Verb::Status | Verb::Drain { .. } | Verb::Undrain { .. } | Verb::Reload => {
-            unreachable!("agent verbs")
+        Verb::Status
+        | Verb::Drain { .. }
+        | Verb::Undrain { .. }
+        | Verb::Reload
+        | Verb::ImportKeepalived { .. } => {
+            unreachable!("verbs that read no pins")
         }
     }
 }
