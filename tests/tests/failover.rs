@@ -435,3 +435,50 @@ fn a_sync_group_moves_together() {
         (on(&lb1) && off(&lb2)).then_some(())
     });
 }
+
+/// `track_services`: when every backend of lb1's services fails its check
+/// (lb1 probes a port nothing listens on; lb2 probes the real one), lb1's
+/// priority drops by the weight and lb2 takes over; with weight 0 lb1 goes
+/// to Fault.
+#[test]
+fn an_instance_that_lost_its_backends_steps_down() {
+    if !is_root() {
+        eprintln!("skipping: netns tests need root");
+        return;
+    }
+    let lab = lab("tsv");
+    let section = |prio: u8, port: u16| {
+        format!(
+            "check = {{ kind = \"tcp\", port = {port}, interval = \"50ms\", timeout = \"200ms\", rise = 1, fall = 1 }}\n\
+             \n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{VIP}\"]\n\
+             track_services = {{ weight = -60 }}\n"
+        )
+    };
+    let backends = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
+    let lb2 = Agent::start_with(&lab, "lb2", "lb2", &backends, &section(100, 5672));
+    // lb1 starts after lb2 is master, so it preempts only while healthy.
+    wait_for("lb2 master alone", Duration::from_secs(5), || {
+        lb2.holds(VIP).then_some(())
+    });
+    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &backends, &section(150, 5999));
+    wait_for("lb1's backends all down", Duration::from_secs(5), || {
+        lb1.status().services[0]
+            .backends
+            .iter()
+            .all(|b| !b.up)
+            .then_some(())
+    });
+    let st = lb1.status();
+    assert_eq!(st.instances[0].priority, 90, "150 - 60");
+    assert_eq!(st.instances[0].state, "backup");
+    assert!(lb2.holds(VIP) && !lb1.holds(VIP));
+    // The same with the healthy port: lb1 preempts.
+    let mut lb1 = lb1;
+    lb1.stop();
+    drop(lb1);
+    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &backends, &section(150, 5672));
+    wait_for("healthy lb1 preempts", Duration::from_secs(5), || {
+        (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(())
+    });
+    assert_eq!(lb1.status().instances[0].priority, 150);
+}

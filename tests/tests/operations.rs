@@ -85,13 +85,16 @@ fn control_socket_metrics_and_reload_without_a_vrrp_flap() {
         return;
     }
     let lab = lab("ops");
+    // lb1 tracks a node check (always passing) whose interval a reload
+    // changes below.
     let lb1 = Agent::start_full(
         &lab,
         "lb1",
         "lb1",
         &BACKENDS,
         "metrics = \"127.0.0.1:9650\"\n",
-        &vrrp(150),
+        &(vrrp(150)
+            + "track = [{ check = \"alive\", weight = -60 }]\n\n[[check]]\nname = \"alive\"\nkind = \"exec\"\ncommand = \"true\"\ninterval = \"50ms\"\n"),
     );
     let mut lb2 = Agent::start_with(&lab, "lb2", "lb2", &BACKENDS, &vrrp(100));
     wait_for("lb1 to be master", Duration::from_secs(5), || {
@@ -217,7 +220,11 @@ fn control_socket_metrics_and_reload_without_a_vrrp_flap() {
     // does not, the held connection survives.
     std::fs::write(&lb1.config, &good).unwrap();
     let two = &BACKENDS[..2];
-    let removed_text = lb1.text(two);
+    // Remove a backend and change the check's interval in one reload.
+    let removed_text = lb1
+        .text(two)
+        .replace("interval = \"50ms\"", "interval = \"80ms\"");
+    assert!(removed_text.contains("interval = \"80ms\""));
     std::fs::write(&lb1.config, &removed_text).unwrap();
     let reply = lb1.control(Command::Reload).unwrap();
     assert!(reply.ok, "{reply:?}");

@@ -217,8 +217,8 @@ fn bench() -> Result<()> {
     bootstrap::apt_packages(bootstrap::BENCH_PACKAGES)?;
     build(true)?;
     let report = root().join("bench-report.md");
-    // xdp writes the report; failover appends to it.
-    for bench in ["xdp", "failover"] {
+    // xdp writes the report; failover and checks append to it.
+    for bench in ["xdp", "failover", "checks"] {
         let mut c = cargo();
         c.args(["bench", "-p", "vip-tests", "--bench", bench]);
         c.env("VIP_BENCH_REPORT", &report);

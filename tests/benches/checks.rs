@@ -1,0 +1,141 @@
+//! Health-check cost: one vip-agent checking 100 backends every 100 ms, as
+//! CPU time of the agent process (user + system, children included) over a
+//! measured window, for in-process `tcp` checks and for `exec` checks that
+//! fork `/bin/true` per probe (keepalived's `MISC_CHECK` model).
+//!
+//! The 100 backends are 100 addresses (10.99.0.150-249) on the lab's b1,
+//! whose `vip-lab-backend` answers on 0.0.0.0:5672. keepalived's own
+//! checker needs the kernel's IPVS (`virtual_server` blocks program LVS);
+//! when the kernel lacks it, the bench says so instead of a number.
+//!
+//! Run with `cargo xtask bench` (it builds the release agent); the markdown
+//! goes to stdout and is appended to `VIP_BENCH_REPORT` when set.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
+
+use common::{Agent, is_root, lab, wait_for};
+
+const COUNT: u8 = 100;
+const FIRST: u8 = 150;
+const INTERVAL_MS: u64 = 100;
+const WINDOW: Duration = Duration::from_secs(10);
+
+/// utime + stime + cutime + cstime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("agent stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14-17 of stat(5), counted from `state` (field 3) here.
+    fields[11..15]
+        .iter()
+        .map(|f| f.parse::<u64>().expect("ticks"))
+        .sum()
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: no preconditions.
+    #[expect(clippy::cast_precision_loss, reason = "a small constant")]
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    t
+}
+
+/// Percent of one core the agent used over [`WINDOW`] with `check`.
+fn measure(check: &str) -> (f64, usize) {
+    let lab = lab("chk");
+    for i in 0..COUNT {
+        lab.ns("b1")
+            .ip(&[
+                "addr",
+                "add",
+                &format!("10.99.0.{}/24", FIRST + i),
+                "dev",
+                "eth0",
+            ])
+            .expect("add a backend address");
+    }
+    let addrs: Vec<String> = (0..COUNT)
+        .map(|i| format!("10.99.0.{}", FIRST + i))
+        .collect();
+    let backends: Vec<(&str, u32)> = addrs.iter().map(|a| (a.as_str(), 1)).collect();
+    let agent = Agent::start_with(&lab, "lb1", "lb1", &backends, &format!("{check}\n"));
+    let pid = agent.child.as_ref().expect("running").id();
+    let up = wait_for("every backend checked up", Duration::from_secs(30), || {
+        let st = agent.status();
+        let n = st.services[0]
+            .backends
+            .iter()
+            .filter(|b| b.up && b.in_table)
+            .count();
+        (n == usize::from(COUNT)).then_some(n)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+    std::thread::sleep(WINDOW);
+    let (dt, dc) = (t0.elapsed(), cpu_ticks(pid) - c0);
+    #[expect(clippy::cast_precision_loss, reason = "ticks")]
+    let pct = dc as f64 / ticks_per_second() / dt.as_secs_f64() * 100.0;
+    drop(agent);
+    (pct, up)
+}
+
+fn main() {
+    if !is_root() {
+        eprintln!(
+            "skipping: the checks bench needs root (network namespaces): run `cargo xtask bench`"
+        );
+        return;
+    }
+    let tcp = format!(
+        "check = {{ kind = \"tcp\", interval = \"{INTERVAL_MS}ms\", timeout = \"1s\", rise = 2, fall = 2 }}"
+    );
+    let exec = format!(
+        "check = {{ kind = \"exec\", command = \"/bin/true\", interval = \"{INTERVAL_MS}ms\", timeout = \"1s\", rise = 2, fall = 2 }}"
+    );
+    let (tcp_pct, n1) = measure(&tcp);
+    let (exec_pct, n2) = measure(&exec);
+    let ipvs = std::path::Path::new("/proc/net/ip_vs").exists();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n# vip benchmark: health-check cost\n\n{COUNT} backends, one check each every {INTERVAL_MS} ms, {}-second window after all were up; CPU = the agent's user + system time including reaped children, as % of one core.\n",
+        WINDOW.as_secs()
+    );
+    let _ = writeln!(
+        md,
+        "| checks | backends up | agent CPU % of one core |\n|---|---|---|"
+    );
+    let _ = writeln!(
+        md,
+        "| vip `tcp` (in-process, no fork) | {n1} | {tcp_pct:.2} |"
+    );
+    let _ = writeln!(
+        md,
+        "| vip `exec` `/bin/true` (a fork per probe, keepalived MISC_CHECK's model) | {n2} | {exec_pct:.2} |"
+    );
+    let _ = writeln!(
+        md,
+        "\nkeepalived MISC_CHECK itself: {}",
+        if ipvs {
+            "not measured by this bench yet"
+        } else {
+            "not measurable on this kernel: keepalived's checker programs IPVS (`virtual_server`), and this kernel has no IP_VS (/proc/net/ip_vs is absent, no module loader)"
+        }
+    );
+    print!("{md}");
+    if let Ok(path) = std::env::var("VIP_BENCH_REPORT") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+        {
+            let _ = f.write_all(md.as_bytes());
+        }
+    }
+}
