@@ -162,7 +162,9 @@ async fn exchange(addr: SocketAddr, probe: &Probe) -> Result<(), String> {
     let mut s = TcpStream::connect(addr)
         .await
         .map_err(|e| connect_error(&e))?;
-    let _ = s.set_nodelay(true);
+    // Close with an RST, as HAProxy's checks do: no TIME_WAIT per probe
+    // (a thousand a second at 100 backends and 100 ms) and two packets fewer.
+    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
     match probe {
         Probe::Tcp | Probe::Exec { .. } => Ok(()),
         Probe::Amqp { login } => amqp(&mut s, login.as_ref()).await,
