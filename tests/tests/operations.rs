@@ -425,3 +425,56 @@ fn vipctl_verbs_against_a_lab_node_and_after_its_death() {
     assert!(err.contains("the agent is not running"), "{err}");
     drop(stream);
 }
+
+/// A reload that changes one VRRP instance restarts that instance alone:
+/// lb1 masters `VI_1` and `VI_2`; lowering `VI_2`'s priority hands it to
+/// lb2, while `VI_1` keeps its role on both nodes (no transition).
+#[test]
+fn a_changed_instance_restarts_alone() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let lab = lab("rl2");
+    let vip2 = Ipv4Addr::new(10, 99, 0, 101);
+    let two = |p1: u8, p2: u8| {
+        format!(
+            "{}\n[[vrrp]]\nname = \"VI_2\"\nvrid = 52\npriority = {p2}\nadvert_interval = \"10ms\"\nvips = [\"{vip2}\"]\n",
+            vrrp(p1)
+        )
+    };
+    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &BACKENDS, &two(150, 150));
+    let lb2 = Agent::start_with(&lab, "lb2", "lb2", &BACKENDS, &two(100, 100));
+    wait_for("lb1 master of both", Duration::from_secs(5), || {
+        (lb1.holds(VIP) && lb1.holds(vip2) && !lb2.holds(VIP) && !lb2.holds(vip2)).then_some(())
+    });
+    let vi1 = |a: &Agent| {
+        let st = a.status();
+        let i = st
+            .instances
+            .iter()
+            .find(|i| i.name == "VI_1")
+            .cloned()
+            .unwrap();
+        (i.state, i.transitions)
+    };
+    let (before1, before2) = (vi1(&lb1), vi1(&lb2));
+    let text = std::fs::read_to_string(&lb1.config).unwrap();
+    let changed = text.replace(
+        "name = \"VI_2\"\nvrid = 52\npriority = 150",
+        "name = \"VI_2\"\nvrid = 52\npriority = 50",
+    );
+    assert_ne!(changed, text);
+    std::fs::write(&lb1.config, changed).unwrap();
+    let reply = lb1.control(Command::Reload).unwrap();
+    assert!(reply.ok, "{reply:?}");
+    wait_for("VI_2 on lb2", Duration::from_secs(5), || {
+        (lb2.holds(vip2) && !lb1.holds(vip2)).then_some(())
+    });
+    let st = lb1.status();
+    let i2 = st.instances.iter().find(|i| i.name == "VI_2").unwrap();
+    assert_eq!((i2.state.as_str(), i2.priority), ("backup", 50));
+    assert_eq!(vi1(&lb1), before1, "VI_1 on lb1 untouched");
+    assert_eq!(vi1(&lb2), before2, "VI_1 on lb2 untouched");
+    assert!(lb1.holds(VIP) && !lb2.holds(VIP));
+}

@@ -771,9 +771,23 @@ impl Agent {
         let macs =
             resolve_backends(&self.net, &config, &self.iface, &all, &self.macs, false).await?;
         if config.vrrp != self.config.vrrp {
-            tracing::warn!(
-                "[[vrrp]] changed; VRRP settings apply on restart only (instances keep their role)"
-            );
+            match self.vrrp.as_mut() {
+                Some(v) => {
+                    let (restarted, stopped, started) =
+                        v.reconfigure(Instant::now(), &config.vrrp, &mut self.dp);
+                    tracing::info!(
+                        restarted,
+                        stopped,
+                        started,
+                        "[[vrrp]] changed: only the changed instances restarted"
+                    );
+                }
+                None => {
+                    tracing::warn!(
+                        "[[vrrp]] added to a node that had none; VRRP starts on restart"
+                    );
+                }
+            }
         }
         // Health verdicts of backends that are gone are forgotten.
         let idents: BTreeSet<(ServiceIdent, Ipv4Addr)> = config
@@ -916,7 +930,10 @@ impl Agent {
             Command::Drain { address } => self.set_drained(address, true).await,
             Command::Undrain { address } => self.set_drained(address, false).await,
             Command::Reload => match self.reload_notified().await {
-                Ok(()) => Reply::ok(format!("reloaded {}", self.config_path.display())),
+                Ok(()) => {
+                    self.reevaluate();
+                    Reply::ok(format!("reloaded {}", self.config_path.display()))
+                }
                 Err(AgentError::Config(e)) => Reply::error(
                     format!("{e}; the previous configuration keeps running"),
                     e.exit_code(),
@@ -1147,7 +1164,7 @@ impl Agent {
         let mut term = sig(SignalKind::terminate())?;
         let mut int = sig(SignalKind::interrupt())?;
         let mut hup = sig(SignalKind::hangup())?;
-        let dead = dead_time(&self.config);
+        let mut dead = dead_time(&self.config);
         let mut beat = tokio::time::interval(stamp_period(dead));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refresh = tokio::time::interval(Duration::from_secs(30));
@@ -1185,6 +1202,14 @@ impl Agent {
         // Positive weights count from the start (checks start up).
         self.reevaluate();
         loop {
+            // A reload may change the advert intervals, and so the dead time.
+            if dead_time(&self.config) != dead {
+                dead = dead_time(&self.config);
+                self.dp.stamp(dead)?;
+                beat = tokio::time::interval(stamp_period(dead));
+                beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tracing::info!(dead_ms = dead.as_millis(), "heartbeat dead time changed");
+            }
             if epoch != self.checks_epoch {
                 epoch = self.checks_epoch;
                 (_node_checks, check_events) = self.spawn_node_checks()?;
@@ -1262,7 +1287,9 @@ impl Agent {
                 }
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP");
-                    let _ = self.reload_notified().await;
+                    if self.reload_notified().await.is_ok() {
+                        self.reevaluate();
+                    }
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,

@@ -232,6 +232,23 @@ impl Instance {
         deferred
     }
 
+    /// Stops this instance as on shutdown: a master sends priority 0; the
+    /// VIPs are withdrawn at once.
+    fn stop(
+        &mut self,
+        now: Instant,
+        sock: &VrrpSocket,
+        garp: &Arc<GarpSocket>,
+        dp: &mut Dataplane,
+    ) {
+        let was_master = self.machine.state() == State::Master;
+        self.machine.handle_shutdown(now);
+        self.drain_actions(sock, garp, dp);
+        if was_master {
+            self.set_vips(dp, false, "stopped");
+        }
+    }
+
     fn set_vips(&mut self, dp: &mut Dataplane, active: bool, role: &str) {
         for vip in &self.cfg.vips {
             let state = VipState {
@@ -320,6 +337,8 @@ pub struct Runtime {
     groups: Groups,
     /// Adverts for a VRID this node does not run.
     pub unknown_vrid: u64,
+    iface_mac: [u8; 6],
+    primary: Ipv4Addr,
 }
 
 impl Runtime {
@@ -333,7 +352,10 @@ impl Runtime {
         primary: Ipv4Addr,
         now: Instant,
     ) -> std::io::Result<Self> {
-        let multicast = vrrp.iter().any(|v| v.unicast_peers.is_empty());
+        // Joined even when every instance is unicast, so that a reload may
+        // add a multicast one (the receive checks drop multicast adverts for
+        // a unicast instance: their source is not one of its peers).
+        let multicast = true;
         Ok(Self {
             sock: Arc::new(VrrpSocket::open(iface, ifindex, primary, multicast)?),
             garp: Arc::new(GarpSocket::open(ifindex)?),
@@ -343,6 +365,8 @@ impl Runtime {
                 .collect(),
             groups: Groups::new(vrrp.iter().map(|v| v.sync_group.as_deref())),
             unknown_vrid: 0,
+            iface_mac: mac,
+            primary,
         })
     }
 
@@ -390,6 +414,49 @@ impl Runtime {
             i.machine.handle_startup(now);
         }
         self.settle_and_drain(now, &before, dp);
+    }
+
+    /// Applies a reloaded `[[vrrp]]` list: an unchanged instance keeps its
+    /// machine, role and counters; a changed one is stopped as on shutdown
+    /// (priority 0 if master, VIPs withdrawn) and starts afresh; a removed
+    /// one stops; a new one starts. Returns how many were restarted, stopped
+    /// and started.
+    pub fn reconfigure(
+        &mut self,
+        now: Instant,
+        vrrp: &[config::Vrrp],
+        dp: &mut Dataplane,
+    ) -> (usize, usize, usize) {
+        let mut old = std::mem::take(&mut self.instances);
+        let mut next = Vec::with_capacity(vrrp.len());
+        let (mut restarted, mut started) = (0, 0);
+        for cfg in vrrp {
+            if let Some(pos) = old.iter().position(|i| i.cfg == *cfg) {
+                next.push(old.remove(pos));
+                continue;
+            }
+            if let Some(pos) = old.iter().position(|i| i.cfg.name == cfg.name) {
+                let mut gone = old.remove(pos);
+                gone.stop(now, &self.sock, &self.garp, dp);
+                restarted += 1;
+                tracing::info!(instance = %cfg.name, "instance changed: restarting it");
+            } else {
+                started += 1;
+                tracing::info!(instance = %cfg.name, "instance added");
+            }
+            let mut fresh = Instance::new(cfg.clone(), self.iface_mac, self.primary, now);
+            fresh.machine.handle_startup(now);
+            next.push(fresh);
+        }
+        let stopped = old.len();
+        for mut gone in old {
+            tracing::info!(instance = %gone.cfg.name, "instance removed");
+            gone.stop(now, &self.sock, &self.garp, dp);
+        }
+        self.instances = next;
+        self.groups = Groups::new(self.instances.iter().map(|i| i.cfg.sync_group.as_deref()));
+        self.drain(dp);
+        (restarted, stopped, started)
     }
 
     /// Hands a received datagram to the instance with its VRID.
