@@ -164,6 +164,17 @@ fn control_socket_metrics_and_reload_without_a_vrrp_flap() {
     );
     assert!(sum(&after, "vip_backend_bytes_total") > sum(&before, "vip_backend_bytes_total"));
     assert!(after["vip_heartbeat_age_seconds{}"] < after["vip_heartbeat_dead_time_seconds{}"]);
+    let probes = |m: &BTreeMap<String, f64>| m["vip_check_probes_total{check=alive,kind=exec}"];
+    assert!(
+        probes(&before) >= 1.0,
+        "the node check has probed: {before:?}"
+    );
+    wait_for(
+        "the node check's probe counter to rise",
+        Duration::from_secs(2),
+        || (probes(&scrape(&lab)) > probes(&before)).then_some(()),
+    );
+    assert!(after["vip_check_latency_seconds{check=alive,kind=exec}"] > 0.0);
 
     // Drain the held connection's backend: it keeps that connection, new
     // ones avoid it; undrain brings it back.

@@ -613,6 +613,8 @@ pub struct Agent {
     /// The service identities the running backend checks were started for
     /// (a `BackendEvent`'s `service` indexes this).
     checked_services: Vec<ServiceIdent>,
+    node_stats: crate::health::Stats<String>,
+    backend_stats: crate::health::Stats<(usize, Ipv4Addr)>,
     started: Instant,
     reloads: u64,
     rebuilds: u64,
@@ -720,6 +722,8 @@ impl Agent {
             resolving: None,
             checks_epoch: 0,
             checked_services: Vec::new(),
+            node_stats: crate::health::Stats::default(),
+            backend_stats: crate::health::Stats::default(),
             started: Instant::now(),
             reloads: 0,
             rebuilds: applied.switched,
@@ -989,14 +993,29 @@ impl Agent {
             .iter()
             .map(|c| {
                 let (up, reason) = self.checks.get(&c.name).cloned().unwrap_or_default();
+                let stats = self
+                    .node_stats
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&c.name).copied())
+                    .unwrap_or_default();
                 CheckStatus {
                     name: c.name.clone(),
                     kind: c.kind.to_string(),
                     up,
                     reason,
+                    probes: stats.probes,
+                    failures: stats.failures,
+                    flaps: stats.flaps,
+                    latency_ms: stats.last_latency.as_secs_f64() * 1e3,
                 }
             })
             .collect();
+        let checked = self
+            .backend_stats
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
         let services = self
             .config
             .services
@@ -1018,7 +1037,17 @@ impl Agent {
                             .get(&(service_ident(svc), b.addr))
                             .cloned()
                             .unwrap_or_default();
+                        let c = self
+                            .checked_services
+                            .iter()
+                            .position(|i| *i == service_ident(svc))
+                            .and_then(|n| checked.get(&(n, b.addr)).copied())
+                            .unwrap_or_default();
                         BackendStatus {
+                            check_probes: c.probes,
+                            check_failures: c.failures,
+                            check_flaps: c.flaps,
+                            check_latency_ms: c.last_latency.as_secs_f64() * 1e3,
                             address: b.addr,
                             id: b.id,
                             weight: b.weight,
@@ -1099,6 +1128,7 @@ impl Agent {
                 path: self.config_path.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
+        self.node_stats = c.stats.clone();
         Ok((Some(c), Some(rx)))
     }
 
@@ -1114,6 +1144,7 @@ impl Agent {
             return (None, None);
         }
         let (c, rx) = crate::probe::BackendChecks::spawn(&self.config.services);
+        self.backend_stats = c.stats.clone();
         (Some(c), Some(rx))
     }
 

@@ -172,6 +172,15 @@ pub struct CheckStatus {
     pub up: bool,
     /// The last state change's reason, e.g. `exit status 1`.
     pub reason: String,
+    /// Probes run and failed, state changes, and the last probe's duration.
+    #[serde(default)]
+    pub probes: u64,
+    #[serde(default)]
+    pub failures: u64,
+    #[serde(default)]
+    pub flaps: u64,
+    #[serde(default)]
+    pub latency_ms: f64,
 }
 
 /// One `[[service]]`.
@@ -208,6 +217,15 @@ pub struct BackendStatus {
     pub reason: String,
     pub packets: u64,
     pub bytes: u64,
+    /// The service check's counts for this backend (zero without a check).
+    #[serde(default)]
+    pub check_probes: u64,
+    #[serde(default)]
+    pub check_failures: u64,
+    #[serde(default)]
+    pub check_flaps: u64,
+    #[serde(default)]
+    pub check_latency_ms: f64,
 }
 
 /// A request handed to the agent loop, with where to send its reply.

@@ -264,6 +264,40 @@ pub enum HealthError {
 #[derive(Debug)]
 pub struct NodeChecks {
     tasks: Vec<JoinHandle<()>>,
+    /// Per check, by name: the last probe and the counts so far.
+    pub stats: Stats<String>,
+}
+
+/// What a check's task has seen so far; for status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeStats {
+    /// Probes run, and how many failed.
+    pub probes: u64,
+    pub failures: u64,
+    /// State changes (up to down and back).
+    pub flaps: u64,
+    /// How long the last probe took.
+    pub last_latency: std::time::Duration,
+}
+
+/// Shared [`ProbeStats`] by check.
+pub type Stats<K> = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<K, ProbeStats>>>;
+
+/// Records one probe of `key` in `stats`.
+pub fn record<K: Ord + Clone>(
+    stats: &Stats<K>,
+    key: &K,
+    ok: bool,
+    latency: std::time::Duration,
+    flaps: u64,
+) {
+    if let Ok(mut map) = stats.lock() {
+        let e = map.entry(key.clone()).or_default();
+        e.probes += 1;
+        e.failures += u64::from(!ok);
+        e.flaps = flaps;
+        e.last_latency = latency;
+    }
 }
 
 impl NodeChecks {
@@ -310,11 +344,12 @@ impl NodeChecks {
             runnable.push((check.clone(), how));
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Stats::default();
         let tasks = runnable
             .into_iter()
-            .map(|(check, how)| tokio::spawn(run_check(check, how, tx.clone())))
+            .map(|(check, how)| tokio::spawn(run_check(check, how, tx.clone(), stats.clone())))
             .collect();
-        Ok((Self { tasks }, rx))
+        Ok((Self { tasks, stats }, rx))
     }
 }
 
@@ -332,7 +367,12 @@ impl Drop for NodeChecks {
     }
 }
 
-async fn run_check(check: Check, how: How, tx: mpsc::UnboundedSender<CheckEvent>) {
+async fn run_check(
+    check: Check,
+    how: How,
+    tx: mpsc::UnboundedSender<CheckEvent>,
+    stats: Stats<String>,
+) {
     let mut machine = RiseFall::new(check.rise, check.fall);
     let seed = fnv1a(&check.name);
     for n in 0_u64.. {
@@ -348,7 +388,9 @@ async fn run_check(check: Check, how: How, tx: mpsc::UnboundedSender<CheckEvent>
                 }
             }
         };
-        if let Some(up) = machine.record(result.ok) {
+        let changed = machine.record(result.ok);
+        record(&stats, &check.name, result.ok, result.took, machine.flaps());
+        if let Some(up) = changed {
             tracing::info!(check = %check.name, up, reason = %result.reason, "node check changed state");
             let event = CheckEvent {
                 name: check.name.clone(),

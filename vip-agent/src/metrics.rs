@@ -104,9 +104,23 @@ pub fn encode_status(status: &Status) -> String {
     encode_vrrp(&mut r, status);
 
     let check_up = gauges(&mut r, "check_up", "Node check state: 1 up, 0 down");
+    let check_probes = counters(&mut r, "check_probes", "Node check probes run");
+    let check_failures = counters(&mut r, "check_failures", "Node check probes that failed");
+    let check_flaps = counters(&mut r, "check_flaps", "Node check state changes");
+    let check_latency = Family::<Labels, Seconds>::default();
+    r.register_with_unit(
+        "check_latency",
+        "Duration of the node check's last probe",
+        Unit::Seconds,
+        check_latency.clone(),
+    );
     for c in &status.checks {
         let l: Labels = vec![("check", c.name.clone()), ("kind", c.kind.clone())];
         set(&check_up, &l, i64::from(c.up));
+        add(&check_probes, &l, c.probes);
+        add(&check_failures, &l, c.failures);
+        add(&check_flaps, &l, c.flaps);
+        check_latency.get_or_create(&l).set(c.latency_ms / 1e3);
     }
 
     encode_backends(&mut r, status);
@@ -186,6 +200,23 @@ fn encode_backends(r: &mut Registry, status: &Status) {
         Unit::Bytes,
         bytes.clone(),
     );
+    let probes = counters(
+        r,
+        "backend_check_probes",
+        "Service check probes of the backend",
+    );
+    let flaps = counters(
+        r,
+        "backend_check_flaps",
+        "Service check state changes of the backend",
+    );
+    let latency = Family::<Labels, Seconds>::default();
+    r.register_with_unit(
+        "backend_check_latency",
+        "Duration of the backend's last service-check probe",
+        Unit::Seconds,
+        latency.clone(),
+    );
     for s in &status.services {
         let service = format!("{}:{}/{}", s.vip, s.port, s.protocol);
         for b in &s.backends {
@@ -199,6 +230,11 @@ fn encode_backends(r: &mut Registry, status: &Status) {
             set(&in_table, &l, i64::from(b.in_table));
             add(&packets, &l, b.packets);
             add(&bytes, &l, b.bytes);
+            if s.check.is_some() {
+                add(&probes, &l, b.check_probes);
+                add(&flaps, &l, b.check_flaps);
+                latency.get_or_create(&l).set(b.check_latency_ms / 1e3);
+            }
         }
     }
 }
@@ -341,6 +377,10 @@ mod tests {
                 kind: "exec".into(),
                 up: false,
                 reason: "exit status 1".into(),
+                probes: 12,
+                failures: 3,
+                flaps: 1,
+                latency_ms: 2.5,
             }],
             services: vec![ServiceStatus {
                 vip: Ipv4Addr::new(10, 99, 0, 100),
@@ -358,6 +398,10 @@ mod tests {
                     reason: String::new(),
                     packets: 7,
                     bytes: 700,
+                    check_probes: 0,
+                    check_failures: 0,
+                    check_flaps: 0,
+                    check_latency_ms: 0.0,
                 }],
             }],
             counters: BTreeMap::from([("rx".to_owned(), 10), ("fwd_tx".to_owned(), 7)]),
@@ -373,6 +417,10 @@ mod tests {
             r#"vip_vrrp_adverts_sent_total{instance="VI_1",vrid="51"} 99"#,
             r#"vip_vrrp_adverts_dropped_total{instance="VI_1",vrid="51",reason="ttl"} 2"#,
             r#"vip_check_up{check="local-broker",kind="exec"} 0"#,
+            r#"vip_check_probes_total{check="local-broker",kind="exec"} 12"#,
+            r#"vip_check_failures_total{check="local-broker",kind="exec"} 3"#,
+            r#"vip_check_flaps_total{check="local-broker",kind="exec"} 1"#,
+            r#"vip_check_latency_seconds{check="local-broker",kind="exec"} 0.0025"#,
             r#"vip_backend_weight{service="10.99.0.100:5672/tcp",backend="10.99.0.11"} 2"#,
             r#"vip_backend_packets_total{service="10.99.0.100:5672/tcp",backend="10.99.0.11"} 7"#,
             r#"vip_backend_bytes_total{service="10.99.0.100:5672/tcp",backend="10.99.0.11"} 700"#,

@@ -452,6 +452,8 @@ pub struct BackendEvent {
 #[derive(Debug)]
 pub struct BackendChecks {
     tasks: Vec<JoinHandle<()>>,
+    /// Per (service index, backend): the last probe and the counts so far.
+    pub stats: crate::health::Stats<(usize, Ipv4Addr)>,
 }
 
 impl BackendChecks {
@@ -459,6 +461,7 @@ impl BackendChecks {
     #[must_use]
     pub fn spawn(services: &[Service]) -> (Self, mpsc::UnboundedReceiver<BackendEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let stats = crate::health::Stats::default();
         let mut tasks = Vec::new();
         for (n, svc) in services.iter().enumerate() {
             let Some(check) = &svc.check else { continue };
@@ -470,10 +473,11 @@ impl BackendChecks {
                     addr,
                     check.clone(),
                     tx.clone(),
+                    stats.clone(),
                 )));
             }
         }
-        (Self { tasks }, rx)
+        (Self { tasks, stats }, rx)
     }
 }
 
@@ -505,8 +509,10 @@ async fn run_backend(
     addr: SocketAddr,
     check: ServiceCheck,
     tx: mpsc::UnboundedSender<BackendEvent>,
+    stats: crate::health::Stats<(usize, Ipv4Addr)>,
 ) {
     let probe = service_probe(&check);
+    let SocketAddr::V4(v4) = addr else { return };
     let mut machine = RiseFall::new(check.rise, check.fall);
     let seed = u64::from(u32::from_be_bytes(match addr.ip() {
         std::net::IpAddr::V4(a) => a.octets(),
@@ -515,8 +521,15 @@ async fn run_backend(
     for n in 0_u64.. {
         let started = tokio::time::Instant::now();
         let outcome = run(addr, &probe, check.timeout).await;
-        if let Some(up) = machine.record(outcome.ok) {
-            let SocketAddr::V4(v4) = addr else { return };
+        let changed = machine.record(outcome.ok);
+        crate::health::record(
+            &stats,
+            &(service, *v4.ip()),
+            outcome.ok,
+            outcome.latency,
+            machine.flaps(),
+        );
+        if let Some(up) = changed {
             let event = BackendEvent {
                 service,
                 backend: *v4.ip(),
