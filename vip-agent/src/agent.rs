@@ -969,26 +969,10 @@ impl Agent {
         r
     }
 
-    /// The node's state now.
-    #[must_use]
-    pub fn status(&self) -> crate::control::Status {
-        use crate::control::{BackendStatus, CheckStatus, ServiceStatus, Status};
-        let counters = self
-            .dp
-            .counters()
-            .unwrap_or([0; vip_common::counter::COUNT as usize]);
-        let now_ns = crate::dataplane::monotonic_ns();
-        let hb = self.dp.heartbeat().unwrap_or_default();
-        #[expect(clippy::cast_precision_loss, reason = "ages in ns fit f64 well enough")]
-        let heartbeat_age_ms = now_ns.saturating_sub(hb.stamp_ns) as f64 / 1e6;
-        let instances = self
-            .vrrp
-            .iter()
-            .flat_map(|v| &v.instances)
-            .map(instance_status)
-            .collect();
-        let checks = self
-            .config
+    /// The `[[check]]`s as `vipctl status` shows them.
+    fn check_statuses(&self) -> Vec<crate::control::CheckStatus> {
+        use crate::control::CheckStatus;
+        self.config
             .checks
             .iter()
             .map(|c| {
@@ -1010,7 +994,28 @@ impl Agent {
                     latency_ms: stats.last_latency.as_secs_f64() * 1e3,
                 }
             })
+            .collect()
+    }
+
+    /// The node's state now.
+    #[must_use]
+    pub fn status(&self) -> crate::control::Status {
+        use crate::control::{BackendStatus, ServiceStatus, Status};
+        let counters = self
+            .dp
+            .counters()
+            .unwrap_or([0; vip_common::counter::COUNT as usize]);
+        let now_ns = crate::dataplane::monotonic_ns();
+        let hb = self.dp.heartbeat().unwrap_or_default();
+        #[expect(clippy::cast_precision_loss, reason = "ages in ns fit f64 well enough")]
+        let heartbeat_age_ms = now_ns.saturating_sub(hb.stamp_ns) as f64 / 1e6;
+        let instances = self
+            .vrrp
+            .iter()
+            .flat_map(|v| &v.instances)
+            .map(instance_status)
             .collect();
+        let checks = self.check_statuses();
         let checked = self
             .backend_stats
             .lock()
