@@ -269,6 +269,7 @@ impl Instance {
             vrid = self.cfg.vrid,
             priority = self.machine.priority(),
             vips = ?self.cfg.vips,
+            cause = self.machine.cause(),
             "{role}"
         );
     }

@@ -167,6 +167,8 @@ pub struct Machine {
     last_lower: Option<Instant>,
     /// Synced Backup: master-down expired, waiting for the group.
     wants_master: bool,
+    /// Why the last transition happened, for the log line.
+    cause: String,
 }
 
 impl Machine {
@@ -197,6 +199,7 @@ impl Machine {
             preempt_hold: None,
             last_lower: None,
             wants_master: false,
+            cause: String::new(),
         }
     }
 
@@ -268,7 +271,11 @@ impl Machine {
                     self.timers
                         .set(Timer::MasterDown, now + self.master_down_interval());
                 }
-                (Timer::MasterDown, State::Backup) => self.become_master(now),
+                (Timer::MasterDown, State::Backup) => {
+                    self.cause =
+                        "no advert from a better master within the master-down time".into();
+                    self.become_master(now);
+                }
                 (Timer::Advert, State::Master) => self.send_advert(now),
                 _ => {}
             }
@@ -303,7 +310,10 @@ impl Machine {
         }
         self.link_up = up;
         match (up, self.state) {
-            (false, State::Backup | State::Master) => self.enter_fault(),
+            (false, State::Backup | State::Master) => {
+                self.cause = "not operational (link down, or a failing tracked check)".into();
+                self.enter_fault();
+            }
             (true, State::Fault) => self.enter_from_down(now),
             _ => {}
         }
@@ -328,6 +338,7 @@ impl Machine {
     /// Master now. Ignored in other states.
     pub fn handle_sync_master(&mut self, now: Instant) {
         if self.state == State::Backup {
+            self.cause = "sync group: every member may be master".into();
             self.become_master(now);
         }
     }
@@ -339,6 +350,7 @@ impl Machine {
         if self.state == State::Master {
             self.actions.push_back(Action::SendAdvert { priority: 0 });
             self.master_adver_interval = self.params.advert_interval;
+            self.cause = "sync group: a member fell back".into();
             self.enter_backup(now);
         }
     }
@@ -348,6 +360,12 @@ impl Machine {
     #[must_use]
     pub fn wants_master(&self) -> bool {
         self.state == State::Backup && self.wants_master
+    }
+
+    /// Why the last transition happened (for logs).
+    #[must_use]
+    pub fn cause(&self) -> &str {
+        &self.cause
     }
 
     /// When [`Machine::handle_timeout`] must next be called, if ever.
@@ -404,10 +422,13 @@ impl Machine {
     fn enter_from_down(&mut self, now: Instant) {
         self.master_adver_interval = self.params.advert_interval;
         if !self.link_up {
+            self.cause = "starting while not operational".into();
             self.enter_fault();
         } else if self.is_owner() {
+            self.cause = "address owner (priority 255)".into();
             self.become_master(now);
         } else {
+            self.cause = "starting: waiting to hear a master".into();
             self.enter_backup(now);
         }
     }
@@ -456,6 +477,10 @@ impl Machine {
             if self.params.version == 3 {
                 self.master_adver_interval = adv.interval;
             }
+            self.cause = format!(
+                "advert from {} with priority {} beats ours ({})",
+                adv.src, adv.priority, self.priority
+            );
             self.enter_backup(now);
         } else {
             self.send_advert(now);
@@ -583,6 +608,20 @@ mod tests {
         assert_eq!(m.state(), State::Master);
         drop(drain(&mut m));
         m
+    }
+
+    #[test]
+    fn each_transition_says_why() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(params(0, 100));
+        m.handle_startup(t0);
+        assert_eq!(m.cause(), "starting: waiting to hear a master");
+        m.handle_timeout(t0 + MDI_100);
+        assert!(m.cause().contains("master-down"), "{}", m.cause());
+        m.handle_advert(t0 + ms(50), adv(addr(1), 200, MS10));
+        assert_eq!(m.cause(), "advert from 10.99.0.3 with priority 200 beats ours (100)");
+        m.handle_link(t0 + ms(60), false);
+        assert!(m.cause().starts_with("not operational"), "{}", m.cause());
     }
 
     #[test]
