@@ -35,11 +35,98 @@ use vip_common::{
 /// The XDP object built by `build.rs` from `vip-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vip"));
 
+/// Key size, value size and entries of each map, as this build defines
+/// them (value size `None`: not checked, the kernel's own layout).
+fn map_layouts() -> [(&'static str, u32, Option<u32>, u32); 9] {
+    use std::mem::size_of;
+    let size = |n: usize| u32::try_from(n).expect("small");
+    [
+        (
+            maps::VIPS,
+            4,
+            Some(size(size_of::<VipState>())),
+            vip_common::MAX_VIPS,
+        ),
+        (
+            maps::SERVICES,
+            size(size_of::<ServiceKey>()),
+            Some(size(size_of::<Service>())),
+            vip_common::MAX_SERVICES,
+        ),
+        (
+            maps::LOOKUP,
+            4,
+            Some(size(size_of::<LookupHalf>())),
+            vip_common::MAX_SERVICES * 2,
+        ),
+        (
+            maps::BACKENDS,
+            4,
+            Some(size(size_of::<Backend>())),
+            vip_common::MAX_BACKENDS,
+        ),
+        (
+            maps::FLOWS,
+            size(size_of::<FlowKey>()),
+            Some(size(size_of::<FlowValue>())),
+            vip_common::MAX_FLOWS,
+        ),
+        (maps::COUNTERS, 4, Some(8), counter::COUNT),
+        (
+            maps::BACKEND_STATS,
+            4,
+            Some(size(size_of::<BackendStats>())),
+            vip_common::MAX_BACKENDS,
+        ),
+        (maps::HEARTBEAT, 4, Some(size(size_of::<Heartbeat>())), 1),
+        (maps::TX_PORTS, 4, None, vip_common::MAX_TX_PORTS),
+    ]
+}
+
+/// Refuses pins whose layout differs from this build's (an agent of another
+/// version left them): reusing them would mis-read every entry.
+fn check_pins(dir: &Path) -> Result<(), DataplaneError> {
+    for (name, key, value, entries) in map_layouts() {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
+            continue;
+        };
+        let found = (info.key_size(), info.value_size(), info.max_entries());
+        if found.0 != key || value.is_some_and(|v| v != found.1) || found.2 != entries {
+            let show = |k: u32, v: Option<u32>, e: u32| {
+                format!(
+                    "{k}-byte keys, {} values and {e} entries",
+                    v.map_or_else(|| "any".to_owned(), |v| format!("{v}-byte"))
+                )
+            };
+            return Err(DataplaneError::IncompatiblePin {
+                path,
+                dir: dir.to_owned(),
+                found: show(found.0, Some(found.1), found.2),
+                want: show(key, value, entries),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Name of the pinned XDP link inside a node's pin directory.
 pub const LINK_PIN: &str = "link";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
+    #[error(
+        "the map pinned at {path} has {found} but this build needs {want}: the pins are from another version of vip; stop that agent with SIGTERM (it removes its pins) or delete {dir}, then start again"
+    )]
+    IncompatiblePin {
+        path: PathBuf,
+        dir: PathBuf,
+        found: String,
+        want: String,
+    },
     #[error("failed to load the XDP object (maps pinned under {pins})")]
     Load {
         pins: String,
@@ -220,6 +307,9 @@ impl Dataplane {
                 path: dir.to_owned(),
                 source,
             })?;
+        }
+        if let Some(dir) = pins {
+            check_pins(dir)?;
         }
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());

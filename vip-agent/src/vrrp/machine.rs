@@ -619,7 +619,10 @@ mod tests {
         m.handle_timeout(t0 + MDI_100);
         assert!(m.cause().contains("master-down"), "{}", m.cause());
         m.handle_advert(t0 + ms(50), adv(addr(1), 200, MS10));
-        assert_eq!(m.cause(), "advert from 10.99.0.3 with priority 200 beats ours (100)");
+        assert_eq!(
+            m.cause(),
+            "advert from 10.99.0.3 with priority 200 beats ours (100)"
+        );
         m.handle_link(t0 + ms(60), false);
         assert!(m.cause().starts_with("not operational"), "{}", m.cause());
     }
