@@ -489,3 +489,33 @@ fn a_changed_instance_restarts_alone() {
     assert_eq!(vi1(&lb2), before2, "VI_1 on lb2 untouched");
     assert!(lb1.holds(VIP) && !lb2.holds(VIP));
 }
+
+/// A node that ran without VRRP (owning the VIP statically) gets `[[vrrp]]`
+/// by a reload: VRRP starts there, hears lb2's adverts, and the node gives
+/// the VIP up to the better master.
+#[test]
+fn vrrp_added_by_a_reload_starts() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let lab = lab("rl3");
+    let lb2 = Agent::start_with(&lab, "lb2", "lb2", &BACKENDS, &vrrp(200));
+    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &BACKENDS, "");
+    wait_for("lb2 master", Duration::from_secs(5), || {
+        lb2.holds(VIP).then_some(())
+    });
+    assert!(lb1.holds(VIP), "static: lb1 owns the VIP");
+    assert!(lb1.status().instances.is_empty());
+    let text = std::fs::read_to_string(&lb1.config).unwrap() + &vrrp(100);
+    std::fs::write(&lb1.config, text).unwrap();
+    let reply = lb1.control(Command::Reload).unwrap();
+    assert!(reply.ok, "{reply:?}");
+    let st = wait_for("lb1 backup, hearing lb2", Duration::from_secs(5), || {
+        let st = lb1.status();
+        let i = st.instances.first()?;
+        (i.state == "backup" && i.adverts_received > 0).then_some(st)
+    });
+    assert_eq!(st.instances[0].priority, 100);
+    assert!(!lb1.holds(VIP) && lb2.holds(VIP));
+}

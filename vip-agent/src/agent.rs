@@ -558,6 +558,36 @@ fn no_backends(plan: &Plan, vips: &[Ipv4Addr]) -> bool {
         && services.all(|s| s.backends.iter().all(|b| b.down || b.resolved.is_none()))
 }
 
+/// The VRRP runtime of `config` on `iface` (none without `[[vrrp]]`),
+/// not started yet.
+fn open_vrrp(
+    config: &Config,
+    iface: &Iface,
+) -> Result<Option<crate::vrrp::instance::Runtime>, AgentError> {
+    if config.vrrp.is_empty() {
+        return Ok(None);
+    }
+    let primary = iface.addrs.first().map(|(a, _)| *a).ok_or_else(|| AgentError::Io {
+        what: "VRRP needs an IPv4 address on the interface (its primary address is the advert source)".into(),
+        path: PathBuf::from(&iface.name),
+        source: std::io::Error::other("no IPv4 address"),
+    })?;
+    crate::vrrp::instance::Runtime::open(
+        &config.vrrp,
+        &iface.name,
+        iface.index,
+        iface.mac,
+        primary,
+        Instant::now(),
+    )
+    .map(Some)
+    .map_err(|source| AgentError::Io {
+        what: "cannot open the VRRP sockets (needs CAP_NET_RAW)".into(),
+        path: PathBuf::from(&iface.name),
+        source,
+    })
+}
+
 /// What the backend checks of a config are: per service, its identity,
 /// check and backend addresses.
 fn service_checks(
@@ -648,29 +678,7 @@ impl Agent {
         };
         ids.assign(&config)?;
         let macs = resolve_backends(&net, &config, &iface, &all, &BTreeMap::new(), true).await?;
-        let mut vrrp = if config.vrrp.is_empty() {
-            None
-        } else {
-            let primary = iface.addrs.first().map(|(a, _)| *a).ok_or_else(|| AgentError::Io {
-                what: "VRRP needs an IPv4 address on the interface (its primary address is the advert source)".into(),
-                path: PathBuf::from(&iface.name),
-                source: std::io::Error::other("no IPv4 address"),
-            })?;
-            let rt = crate::vrrp::instance::Runtime::open(
-                &config.vrrp,
-                &iface.name,
-                iface.index,
-                iface.mac,
-                primary,
-                Instant::now(),
-            )
-            .map_err(|source| AgentError::Io {
-                what: "cannot open the VRRP sockets (needs CAP_NET_RAW)".into(),
-                path: PathBuf::from(&iface.name),
-                source,
-            })?;
-            Some(rt)
-        };
+        let mut vrrp = open_vrrp(&config, &iface)?;
         let steering = Steering::default();
         let plan = plan(
             &config,
@@ -775,22 +783,22 @@ impl Agent {
         let macs =
             resolve_backends(&self.net, &config, &self.iface, &all, &self.macs, false).await?;
         if config.vrrp != self.config.vrrp {
-            match self.vrrp.as_mut() {
-                Some(v) => {
-                    let (restarted, stopped, started) =
-                        v.reconfigure(Instant::now(), &config.vrrp, &mut self.dp);
-                    tracing::info!(
-                        restarted,
-                        stopped,
-                        started,
-                        "[[vrrp]] changed: only the changed instances restarted"
-                    );
+            if let Some(v) = self.vrrp.as_mut() {
+                let (restarted, stopped, started) =
+                    v.reconfigure(Instant::now(), &config.vrrp, &mut self.dp);
+                tracing::info!(
+                    restarted,
+                    stopped,
+                    started,
+                    "[[vrrp]] changed: only the changed instances restarted"
+                );
+            } else {
+                let mut v = open_vrrp(&config, &self.iface)?;
+                if let Some(v) = v.as_mut() {
+                    v.startup(Instant::now(), &mut self.dp);
+                    tracing::info!("[[vrrp]] added: VRRP started");
                 }
-                None => {
-                    tracing::warn!(
-                        "[[vrrp]] added to a node that had none; VRRP starts on restart"
-                    );
-                }
+                self.vrrp = v;
             }
         }
         // Health verdicts of backends that are gone are forgotten.
@@ -1227,17 +1235,22 @@ impl Agent {
         if let Err(e) = crate::notify::notify("READY=1") {
             tracing::warn!(error = %e, "cannot notify the service manager ($NOTIFY_SOCKET)");
         }
-        let sock = self.vrrp.as_ref().map(|v| std::sync::Arc::clone(&v.sock));
-        let mut link_events = match &self.vrrp {
-            Some(_) => Some(crate::net::watch_link(self.iface.index)?),
-            None => None,
-        };
+        let mut sock = None;
+        let mut link_events = None;
         let (mut _node_checks, mut check_events) = self.spawn_node_checks()?;
         let (mut _backend_checks, mut backend_events) = self.spawn_backend_checks();
         let mut epoch = self.checks_epoch;
         // Positive weights count from the start (checks start up).
         self.reevaluate();
         loop {
+            // VRRP's socket and link watch, once there is VRRP (at start, or
+            // added by a reload).
+            if sock.is_none()
+                && let Some(v) = self.vrrp.as_ref()
+            {
+                sock = Some(std::sync::Arc::clone(&v.sock));
+                link_events = Some(crate::net::watch_link(self.iface.index)?);
+            }
             // A reload may change the advert intervals, and so the dead time.
             if dead_time(&self.config) != dead {
                 dead = dead_time(&self.config);
