@@ -35,7 +35,7 @@ fn as_nobody(caps: &[&str], config: &Path) -> Command {
         .arg(sibling_bin("vip-agent"))
         .arg("--config")
         .arg(config)
-        .env("VIP_LOG", "info")
+        .env("VIP_LOG", "info,netlink_packet_route=error")
         .stdout(Stdio::null());
     cmd
 }

@@ -147,7 +147,7 @@ impl Agent {
         let mut cmd = Command::new(sibling_bin("vip-agent"));
         cmd.arg("--config")
             .arg(&self.config)
-            .env("VIP_LOG", "info")
+            .env("VIP_LOG", "info,netlink_packet_route=error")
             .env("NOTIFY_SOCKET", &sock_path)
             .stdout(Stdio::null());
         self.child = Some(
