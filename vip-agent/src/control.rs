@@ -28,7 +28,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _},
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _},
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
 };
@@ -384,8 +384,6 @@ async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
         }
     }
 }
-
-use tokio::io::AsyncReadExt as _;
 
 async fn write_reply(
     write: &mut tokio::net::unix::OwnedWriteHalf,
