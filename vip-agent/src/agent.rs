@@ -766,7 +766,8 @@ impl Agent {
     }
 
     /// Re-reads the config; on success applies only what changed: backends
-    /// and checks rebuild tables, VRRP instances keep their role.
+    /// and checks rebuild tables, a changed VRRP instance restarts alone and
+    /// unchanged ones keep their role. An invalid file changes nothing.
     pub async fn reload(&mut self) -> Result<(), AgentError> {
         let mut config = Config::load(&self.config_path)?;
         // `--iface` overrides the file's interface for the agent's life.
