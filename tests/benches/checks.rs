@@ -142,6 +142,7 @@ fn bare_loop() -> (f64, f64) {
 }
 
 fn main() {
+    vip_tests::programs::set_job(vip_tests::programs::Job::Bench);
     if !is_root() {
         eprintln!(
             "skipping: the checks bench needs root (network namespaces): run `cargo xtask bench`"

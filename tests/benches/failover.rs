@@ -43,7 +43,7 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     panic::AssertUnwindSafe,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -54,7 +54,7 @@ use std::{
 
 use common::{VIP, is_root, sibling_bin};
 use vip_agent::dataplane::{Maps, pin_dir};
-use vip_tests::{frames::Rng, lab::Lab};
+use vip_tests::{frames::Rng, lab::Lab, programs};
 
 const BACKENDS: [(&str, u32); 3] = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
 const PROBE_PERIOD: Duration = Duration::from_millis(1);
@@ -528,7 +528,7 @@ impl Keepalived {
         let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let vrrp_pid_file = dir.join(format!("vrrp-{node}.pid"));
-        let mut cmd = Command::new("keepalived");
+        let mut cmd = programs::command("keepalived").map_err(|e| format!("{e:#}"))?;
         cmd.args(["-n", "-P", "-B", "-l", "-D", "-G", "-f"])
             .arg(&path)
             .arg("-p")
@@ -627,7 +627,7 @@ fn haproxy(lab: &Lab, node: &str, dir: &Path) -> Result<Daemon, String> {
     let log = dir.join(format!("haproxy-{node}.log"));
     let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new("haproxy");
+    let mut cmd = programs::command("haproxy").map_err(|e| format!("{e:#}"))?;
     cmd.arg("-db")
         .arg("-f")
         .arg(&path)
@@ -693,7 +693,7 @@ impl VipAgent {
             .map_err(|e| format!("{}: {e}", sock_path.display()))?;
         let log = dir.join(format!("vip-{node}.log"));
         let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut cmd = Command::new(sibling_bin("vip-agent"));
+        let mut cmd = programs::command(sibling_bin("vip-agent")).map_err(|e| format!("{e:#}"))?;
         cmd.arg("--config")
             .arg(&config)
             .env("VIP_LOG", "info,netlink_packet_route=error")
@@ -1011,24 +1011,14 @@ fn ratio(a: Option<(f64, f64, f64)>, b: Option<(f64, f64, f64)>) -> String {
 }
 
 fn version_line(program: &str, arg: &str) -> String {
-    Command::new(program)
-        .arg(arg)
-        .output()
+    programs::command(program)
+        .and_then(|mut c| Ok(c.arg(arg).output()?))
         .map(|o| {
             let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&o.stderr));
             text.lines().next().unwrap_or_default().trim().to_owned()
         })
         .unwrap_or_default()
-}
-
-fn have(program: &str) -> bool {
-    Command::new(program)
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
 }
 
 fn report(cells: &[Cell], trials: usize, quick: bool, took: Duration) -> String {
@@ -1162,11 +1152,12 @@ fn main() {
         );
         return;
     }
-    if !have("keepalived") || !have("haproxy") {
-        eprintln!(
-            "skipping: the failover bench needs keepalived and haproxy (`cargo xtask bench` installs them)"
-        );
-        return;
+    programs::set_job(programs::Job::Bench);
+    for peer in ["keepalived", "haproxy"] {
+        if let Err(e) = programs::check(peer.as_ref()) {
+            eprintln!("failover bench: {e:#}");
+            std::process::exit(1);
+        }
     }
     let quick = std::env::var("VIP_BENCH_QUICK").is_ok_and(|v| v == "1");
     let trials = std::env::var("VIP_BENCH_TRIALS")

@@ -168,6 +168,7 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
 }
 
 fn main() {
+    vip_tests::programs::set_job(vip_tests::programs::Job::Bench);
     // SAFETY: no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipping: BPF_PROG_TEST_RUN needs root (run `cargo xtask bench`)");

@@ -106,13 +106,6 @@ impl NsProcess {
     }
 }
 
-/// Whether Debian's `rabbitmq-server` is installed (`cargo xtask test`
-/// installs it).
-#[must_use]
-pub fn installed() -> bool {
-    Path::new(SERVER).exists() && Path::new(RABBITMQCTL).exists()
-}
-
 /// A `RabbitMQ` node in a lab backend namespace; stopped, its processes
 /// killed and its directory removed on drop (see the module doc).
 pub struct Broker {
@@ -135,8 +128,8 @@ pub struct Broker {
 /// Port 5672 must be free there: build the lab with
 /// `start_backends = false` (or other `backend_tcp_ports`).
 pub fn start(lab: &Lab, node: &str, opts: &BrokerOptions) -> Result<Broker> {
-    if !installed() {
-        bail!("{SERVER} is missing: install rabbitmq-server (`cargo xtask test` does)");
+    for program in [SERVER, RABBITMQCTL] {
+        crate::programs::check(program.as_ref())?;
     }
     if !node.starts_with('b') {
         bail!("brokers run in backend nodes (b1, b2...), not in {node:?}");
@@ -368,7 +361,7 @@ impl Broker {
         // Files, not pipes: nothing to drain while waiting with a deadline.
         let out_path = self.dir.join(format!("ctl-{n}.out"));
         let err_path = self.dir.join(format!("ctl-{n}.err"));
-        let mut cmd = Command::new(RABBITMQCTL);
+        let mut cmd = crate::programs::command(RABBITMQCTL)?;
         cmd.arg("-n").arg(&self.nodename).args(args);
         self.environment(&mut cmd);
         cmd.stdin(Stdio::null())
@@ -503,7 +496,7 @@ impl Broker {
             .append(true)
             .open(self.dir.join("stdout.log"))
             .context("cannot open the broker's stdout.log")?;
-        let mut cmd = Command::new(SERVER);
+        let mut cmd = crate::programs::command(SERVER)?;
         self.environment(&mut cmd);
         cmd.stdin(Stdio::null())
             .stdout(

@@ -404,7 +404,7 @@ impl Lab {
         let mut pids = Vec::new();
         for i in 1..=opts.backends {
             let node = format!("b{i}");
-            let mut cmd = Command::new(&opts.backend_bin);
+            let mut cmd = crate::programs::command(&opts.backend_bin)?;
             cmd.arg("--name").arg(&node).stdin(Stdio::null());
             for port in &opts.backend_tcp_ports {
                 cmd.arg("--tcp").arg(format!("0.0.0.0:{port}"));

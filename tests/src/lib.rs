@@ -11,7 +11,8 @@ pub mod broker;
 pub mod frames;
 pub mod lab;
 pub mod netns;
-mod sys;
+pub mod programs;
+pub mod sys;
 
 /// "N CPU(s), <model>; kernel <release>": printed beside benchmark numbers.
 #[must_use]
@@ -179,15 +180,14 @@ mod tests {
             .expect("ip link");
         assert!(eth0.contains("link/ether 02:99:00:00:00:02 "), "{eth0}");
         assert_eq!(lab.mac("b1"), [0x02, 0x99, 0, 0, 0, 0x0b]);
-        let features = lab
-            .ns("client")
-            .run("ethtool", &["-k", "eth0"])
-            .expect("ethtool");
-        assert!(features.contains("tx-checksumming: off"), "{features}");
+        let tx_csum = lab
+            .run_in("client", || crate::sys::tx_checksum("eth0"))
+            .expect("read tx checksum offload");
+        assert!(!tx_csum, "the client's eth0 still offloads tx checksums");
         let ipv6 = lab
             .ns("client")
-            .run("cat", &["/proc/sys/net/ipv6/conf/all/disable_ipv6"]);
-        assert_eq!(ipv6.expect("read sysctl").trim(), "1");
+            .read_sysctl("net.ipv6.conf.all.disable_ipv6");
+        assert_eq!(ipv6.expect("read sysctl"), "1");
 
         let names: Vec<String> = lab
             .nodes()
@@ -245,16 +245,19 @@ mod tests {
         let greeted = lab.run_in("client", || burst(b1, 2000));
         eprintln!("2000 concurrent connections in {:?}", started.elapsed());
         assert_eq!(greeted, 2000);
-        let nstat = lab.ns("b1").run(
-            "nstat",
-            &["-az", "TcpExtListenOverflows", "TcpExtListenDrops"],
-        );
-        if let Ok(nstat) = nstat {
-            eprintln!("{nstat}");
-            for line in nstat.lines().filter(|l| l.starts_with("TcpExt")) {
-                let count: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-                assert_eq!(count, 0, "{line}");
-            }
+        let nstat = lab
+            .ns("b1")
+            .run(
+                "nstat",
+                &["-az", "TcpExtListenOverflows", "TcpExtListenDrops"],
+            )
+            .expect("nstat");
+        eprintln!("{nstat}");
+        let counters: Vec<&str> = nstat.lines().filter(|l| l.starts_with("TcpExt")).collect();
+        assert_eq!(counters.len(), 2, "{nstat}");
+        for line in counters {
+            let count: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+            assert_eq!(count, 0, "{line}");
         }
     }
 
@@ -264,7 +267,7 @@ mod tests {
     fn spawned_processes_keep_our_mounts_and_stop() {
         let Some(lab) = test_lab("prc") else { return };
         // Processes enter the network namespace only: same mounts as ours.
-        let mut sleep = std::process::Command::new("sleep");
+        let mut sleep = crate::programs::command("sleep").expect("sleep");
         sleep.arg("30");
         let pid = lab.spawn("client", sleep).expect("spawn sleep");
         let ns_of = |pid: &str, ns: &str| {
@@ -313,21 +316,15 @@ mod tests {
             "eth0",
         ];
         lab.ns("client").ip(&neigh).expect("static neighbour");
+        let stats = |node: &str, ifname: &str| {
+            lab.run_in(node, || crate::sys::nic_stats(ifname))
+                .unwrap_or_else(|e| panic!("{e:#}"))
+        };
         let stat = |node: &str, ifname: &str, key: &str| -> u64 {
-            let out = lab
-                .ns(node)
-                .run("ethtool", &["-S", ifname])
-                .expect("ethtool -S");
-            out.lines()
-                .find_map(|l| {
-                    l.trim()
-                        .strip_prefix(key)?
-                        .strip_prefix(": ")?
-                        .trim()
-                        .parse()
-                        .ok()
-                })
-                .unwrap_or_else(|| panic!("no {key} in ethtool -S {ifname}:\n{out}"))
+            let all = stats(node, ifname);
+            all.iter()
+                .find_map(|(name, v)| (name == key).then_some(*v))
+                .unwrap_or_else(|| panic!("no {key} among the statistics of {ifname}: {all:?}"))
         };
         let before = stat("sw", "sw-lb1", "rx_queue_0_xdp_packets");
         lab.run_in("client", || {
@@ -344,13 +341,9 @@ mod tests {
             .find(|n| *n >= 10);
         assert!(
             arrived.is_some(),
-            "XDP_TX frames did not reach sw-lb1:\n{}\n{}",
-            lab.ns("lb1")
-                .run("ethtool", &["-S", "eth0"])
-                .unwrap_or_default(),
-            lab.ns("sw")
-                .run("ethtool", &["-S", "sw-lb1"])
-                .unwrap_or_default()
+            "XDP_TX frames did not reach sw-lb1:\nlb1 eth0 {:?}\nsw sw-lb1 {:?}",
+            stats("lb1", "eth0"),
+            stats("sw", "sw-lb1"),
         );
         assert!(stat("lb1", "eth0", "rx_queue_0_xdp_tx") >= 10);
     }

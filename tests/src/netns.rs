@@ -127,7 +127,7 @@ impl NetNs {
             s.push('\n');
             s
         });
-        let mut child = Command::new("ip")
+        let mut child = crate::programs::command("ip")?
             .args(["-n", &self.name, "-batch", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -160,6 +160,19 @@ impl NetNs {
         self.sysctls(&[(key, value)])
     }
 
+    /// Reads the sysctl `key` inside the namespace (trimmed).
+    pub fn read_sysctl(&self, key: &str) -> Result<String> {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        self.try_run_in(|| std::fs::read_to_string(&path))?
+            .map(|v| v.trim().to_owned())
+            .with_context(|| {
+                format!(
+                    "cannot read sysctl {key} in network namespace {}",
+                    self.name
+                )
+            })
+    }
+
     /// Sets several sysctls in order, from one thread inside the namespace.
     pub fn sysctls<K: AsRef<str> + Sync, V: AsRef<str> + Sync>(
         &self,
@@ -175,8 +188,11 @@ impl NetNs {
     }
 
     /// Starts `cmd` inside the namespace: the child enters only the network
-    /// namespace before exec, keeping the host's mounts.
+    /// namespace before exec, keeping the host's mounts. A program that is
+    /// not on [`crate::programs::PROGRAMS`] for this job is refused.
     pub fn spawn(&self, mut cmd: Command) -> Result<Child> {
+        crate::programs::check(cmd.get_program())
+            .with_context(|| format!("refusing to start it in network namespace {}", self.name))?;
         let fd = self.open_fd()?;
         let raw = fd.as_raw_fd();
         // SAFETY: the closure only calls setns(2), which is async-signal-safe;
@@ -201,7 +217,7 @@ impl NetNs {
     /// Runs `program ARGS...` inside the namespace to completion and returns
     /// its stdout; fails with the command line and its stderr.
     pub fn run(&self, program: &str, args: &[&str]) -> Result<String> {
-        let mut cmd = Command::new(program);
+        let mut cmd = crate::programs::command(program)?;
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -346,7 +362,7 @@ fn write_sysctl(key: &str, value: &str) -> Result<()> {
 /// Runs `ip ARGS...`, returning stdout or an error naming the command and
 /// quoting its stderr.
 pub(crate) fn run_ip(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip")
+    let out = crate::programs::command("ip")?
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -360,4 +376,28 @@ pub(crate) fn run_ip(args: &[&str]) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runner refuses an undeclared program before it enters anything
+    /// (no root needed, and no such namespace either).
+    #[test]
+    fn spawn_refuses_an_undeclared_program() {
+        let ns = NetNs {
+            name: "vip-none".to_owned(),
+            owned: false,
+        };
+        #[allow(clippy::disallowed_methods, reason = "the refusal under test")]
+        let cmd = Command::new("ethtool");
+        let err = format!("{:#}", ns.spawn(cmd).unwrap_err());
+        assert!(
+            err.starts_with("refusing to start it in network namespace vip-none: `ethtool` is not declared in vip_tests::programs::PROGRAMS (tests/src/programs.rs)"),
+            "{err}"
+        );
+        let err = format!("{:#}", ns.run("ethtool", &["-k", "eth0"]).unwrap_err());
+        assert!(err.starts_with("`ethtool` is not declared"), "{err}");
+    }
 }

@@ -1,6 +1,8 @@
-//! The raw kernel calls the lab needs and no tool does for it without an
-//! object file: loading a pass-only XDP program (bpf(2)), attaching XDP by
-//! rtnetlink, and switching tx checksum offload off (the ethtool ioctl).
+//! The raw kernel calls the lab needs, made here rather than through a tool
+//! a new machine may lack: loading a pass-only XDP program (bpf(2)),
+//! attaching XDP by rtnetlink, tx checksum offload and a NIC's statistics
+//! (the ethtool ioctl: `ethtool -K IF tx off`, `ethtool -k`, `ethtool -S`),
+//! and mounting a bpffs.
 //!
 //! Everything here acts on the calling thread's network namespace.
 
@@ -9,6 +11,7 @@ use std::{
     io,
     mem::size_of,
     os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+    path::Path,
     time::Duration,
 };
 
@@ -340,6 +343,12 @@ fn set_recv_timeout(sock: &OwnedFd, timeout: Duration) -> Result<()> {
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GTXCSUM: u32 = 0x16;
 const ETHTOOL_STXCSUM: u32 = 0x17;
+const ETHTOOL_GSTRINGS: u32 = 0x1b;
+const ETHTOOL_GSTATS: u32 = 0x1d;
+const ETHTOOL_GSSET_INFO: u32 = 0x37;
+/// `ETH_SS_STATS`: the string set naming `ETHTOOL_GSTATS`' counters.
+const ETH_SS_STATS: u32 = 1;
+const ETH_GSTRING_LEN: usize = 32;
 
 /// `struct ethtool_value`.
 #[repr(C)]
@@ -366,28 +375,100 @@ pub(crate) fn set_tx_checksum(ifname: &str, on: bool) -> Result<()> {
         )
     });
     set?;
-    let now = ethtool_value(ifname, ETHTOOL_GTXCSUM, 0)
-        .with_context(|| format!("cannot read tx checksum offload of {ifname}"))?;
-    if (now != 0) != on {
+    let now = tx_checksum(ifname)?;
+    if now != on {
         bail!(
             "tx checksum offload of {ifname} is still {}",
-            if now != 0 { "on" } else { "off" }
+            if now { "on" } else { "off" }
         );
     }
     Ok(())
 }
 
+/// Whether tx checksum offload of `ifname` is on (`ethtool -k IF`'s
+/// `tx-checksumming`).
+pub fn tx_checksum(ifname: &str) -> Result<bool> {
+    let v = ethtool_value(ifname, ETHTOOL_GTXCSUM, 0)
+        .with_context(|| format!("cannot read tx checksum offload of {ifname}"))?;
+    Ok(v != 0)
+}
+
+/// The driver's statistics of `ifname` by name, in the driver's order
+/// (`ethtool -S IF`; veth has `rx_queue_0_xdp_packets`, `rx_queue_0_xdp_tx`...).
+pub fn nic_stats(ifname: &str) -> Result<Vec<(String, u64)>> {
+    let what = || format!("cannot read the statistics of {ifname} (ethtool ioctl)");
+    // The structs are built in u64 buffers (8-byte aligned) through their
+    // bytes, in native byte order.
+    // struct ethtool_sset_info { u32 cmd, reserved; u64 sset_mask; u32 data[1] }
+    let mut sset = [0u64; 3];
+    {
+        let b = as_bytes(&mut sset);
+        put_u32(b, 0, ETHTOOL_GSSET_INFO);
+        b[8..16].copy_from_slice(&(1u64 << ETH_SS_STATS).to_ne_bytes());
+    }
+    ethtool_ioctl(ifname, sset.as_mut_ptr().cast()).with_context(what)?;
+    if sset[1] & (1 << ETH_SS_STATS) == 0 {
+        return Ok(Vec::new());
+    }
+    let n = u32_at(as_bytes(&mut sset), 16);
+    let count = usize::try_from(n).expect("u32 fits usize");
+    // struct ethtool_gstrings { u32 cmd, string_set, len; u8 data[len * 32] }
+    let mut strings = vec![0u64; (12 + count * ETH_GSTRING_LEN).div_ceil(8)];
+    {
+        let b = as_bytes(&mut strings);
+        put_u32(b, 0, ETHTOOL_GSTRINGS);
+        put_u32(b, 4, ETH_SS_STATS);
+        put_u32(b, 8, n);
+    }
+    ethtool_ioctl(ifname, strings.as_mut_ptr().cast()).with_context(what)?;
+    // struct ethtool_stats { u32 cmd, n_stats; u64 data[n_stats] }
+    let mut stats = vec![0u64; 1 + count];
+    {
+        let b = as_bytes(&mut stats);
+        put_u32(b, 0, ETHTOOL_GSTATS);
+        put_u32(b, 4, n);
+    }
+    ethtool_ioctl(ifname, stats.as_mut_ptr().cast()).with_context(what)?;
+    let names = &as_bytes(&mut strings)[12..];
+    Ok(names
+        .chunks_exact(ETH_GSTRING_LEN)
+        .zip(&stats[1..])
+        .map(|(name, value)| {
+            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            (String::from_utf8_lossy(&name[..end]).into_owned(), *value)
+        })
+        .collect())
+}
+
+fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// A `u64` buffer seen as its bytes (8-byte aligned for the ioctl structs).
+fn as_bytes(words: &mut [u64]) -> &mut [u8] {
+    let len = std::mem::size_of_val(words);
+    // SAFETY: any bytes are valid u8s; the length and lifetime are the slice's.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), len) }
+}
+
 fn ethtool_value(ifname: &str, cmd: u32, data: u32) -> io::Result<u32> {
+    let mut value = EthtoolValue { cmd, data };
+    ethtool_ioctl(ifname, (&raw mut value).cast())?;
+    Ok(value.data)
+}
+
+/// `ioctl(SIOCETHTOOL)` on `ifname` with the ethtool command struct at `data`
+/// (which the kernel reads and writes).
+fn ethtool_ioctl(ifname: &str, data: *mut libc::c_void) -> io::Result<()> {
     if ifname.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "interface name too long",
         ));
     }
-    let mut value = EthtoolValue { cmd, data };
     let mut ifr = IfreqData {
         name: [0; libc::IFNAMSIZ],
-        data: (&raw mut value).cast(),
+        data,
         _pad: [0; 16],
     };
     ifr.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
@@ -398,12 +479,46 @@ fn ethtool_value(ifname: &str, cmd: u32, data: u32) -> io::Result<u32> {
     }
     // SAFETY: a new fd that nothing else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifr and the ethtool_value it points to outlive the call.
+    // SAFETY: ifr and the struct it points to outlive the call; the caller
+    // sized that struct for its command.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &raw mut ifr) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(value.data)
+    Ok(())
+}
+
+/// Mounts a bpffs at `dir` (`mount -t bpf bpf DIR`).
+pub fn mount_bpffs(dir: &Path) -> Result<()> {
+    let target = CString::new(dir.as_os_str().as_encoded_bytes())
+        .with_context(|| format!("bad path {}", dir.display()))?;
+    // SAFETY: valid C strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("cannot mount a bpffs at {}", dir.display()));
+    }
+    Ok(())
+}
+
+/// Detaches the mount at `dir` (`umount -l DIR`).
+pub fn unmount_lazy(dir: &Path) -> Result<()> {
+    let target = CString::new(dir.as_os_str().as_encoded_bytes())
+        .with_context(|| format!("bad path {}", dir.display()))?;
+    // SAFETY: a valid C string.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("cannot unmount {}", dir.display()));
+    }
+    Ok(())
 }
 
 fn u16_at(b: &[u8], off: usize) -> u16 {

@@ -11,12 +11,15 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::Duration,
 };
 
 use common::{Agent, VIP, is_root, lab, wait_for};
-use vip_tests::lab::{Lab, format_mac};
+use vip_tests::{
+    lab::{Lab, format_mac},
+    programs,
+};
 
 /// keepalived in lb2's network namespace, VRRP only; SIGTERM on drop.
 struct Keepalived {
@@ -39,7 +42,7 @@ impl Keepalived {
         );
         let path = dir.join("keepalived.conf");
         std::fs::write(&path, conf).unwrap();
-        let mut cmd = Command::new("keepalived");
+        let mut cmd = programs::command("keepalived").expect("keepalived");
         cmd.args(["-n", "-P", "-l", "-D", "-f"])
             .arg(&path)
             .arg("-p")
@@ -93,15 +96,6 @@ fn vrrp(version: u8, priority: u8, interval: &str, auth: Option<&str>) -> String
     format!(
         "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\nversion = {version}\npriority = {priority}\nadvert_interval = \"{interval}\"\n{auth}vips = [\"{VIP}\"]\n"
     )
-}
-
-fn have_keepalived() -> bool {
-    Command::new("keepalived")
-        .arg("--version")
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .is_ok()
 }
 
 /// vip master + keepalived backup, then the reverse, in one group.
@@ -198,8 +192,8 @@ fn interop(version: u8, interval: &str, ka_advert: &str, auth: Option<&str>, lim
 
 #[test]
 fn keepalived_v3_100ms_both_ways() {
-    if !is_root() || !have_keepalived() {
-        eprintln!("skipping: needs root and keepalived (cargo xtask test installs it)");
+    if !is_root() {
+        eprintln!("skipping: needs root");
         return;
     }
     interop(3, "100ms", "0.1", None, Duration::from_secs(3));
@@ -207,8 +201,8 @@ fn keepalived_v3_100ms_both_ways() {
 
 #[test]
 fn keepalived_v2_pass_auth_1s_both_ways() {
-    if !is_root() || !have_keepalived() {
-        eprintln!("skipping: needs root and keepalived (cargo xtask test installs it)");
+    if !is_root() {
+        eprintln!("skipping: needs root");
         return;
     }
     interop(2, "1s", "1", Some("1111"), Duration::from_secs(8));

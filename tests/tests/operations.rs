@@ -277,7 +277,8 @@ fn control_socket_metrics_and_reload_without_a_vrrp_flap() {
 
 /// Runs vipctl on `agent`'s pins and socket; returns exit code, stdout, stderr.
 fn vipctl(agent: &Agent, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(common::sibling_bin("vipctl"))
+    let out = vip_tests::programs::command(common::sibling_bin("vipctl"))
+        .expect("vipctl")
         .arg("--bpffs")
         .arg(&agent.bpffs)
         .args(["--node", &agent.name])

@@ -25,7 +25,7 @@ fn as_nobody(caps: &[&str], config: &Path) -> Command {
         .map(|c| format!(",+{c}"))
         .collect::<Vec<_>>()
         .concat();
-    let mut cmd = Command::new("setpriv");
+    let mut cmd = vip_tests::programs::command("setpriv").expect("setpriv");
     cmd.arg(format!("--reuid={NOBODY}"))
         .arg(format!("--regid={NOBODY}"))
         .arg("--clear-groups")
@@ -47,19 +47,14 @@ struct Bpffs(PathBuf);
 impl Bpffs {
     fn mount(dir: PathBuf) -> Self {
         std::fs::create_dir_all(&dir).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount bpffs");
+        vip_tests::sys::mount_bpffs(&dir).expect("mount a bpffs");
         Self(dir)
     }
 }
 
 impl Drop for Bpffs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = vip_tests::sys::unmount_lazy(&self.0);
     }
 }
 

@@ -11,7 +11,7 @@
     reason = "scenario tests read best as one story"
 )]
 
-use std::{fmt::Write as _, net::Ipv4Addr, process::Command};
+use std::{fmt::Write as _, net::Ipv4Addr};
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use vip_agent::{dataplane::Dataplane, maglev};
@@ -75,7 +75,11 @@ fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 }
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
+    let out = vip_tests::programs::command("ip")
+        .expect("ip")
+        .args(args)
+        .output()
+        .expect("run ip");
     assert!(
         out.status.success(),
         "ip {args:?}: {}",
@@ -1223,7 +1227,7 @@ fn pins_of_another_layout_are_refused() {
     }
     let dir = std::env::temp_dir().join(format!("vip-pins-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    ip_mount_bpffs(&dir);
+    vip_tests::sys::mount_bpffs(&dir).expect("mount a bpffs");
     let pins = dir.join("vip").join("old");
     std::fs::create_dir_all(&pins).unwrap();
     // BPF_MAP_CREATE a per-CPU array of 16 u64 and BPF_OBJ_PIN it as COUNTERS.
@@ -1267,7 +1271,7 @@ fn pins_of_another_layout_are_refused() {
     // SAFETY: our fd.
     unsafe { libc::close(i32::try_from(fd).unwrap()) };
     let loaded = Dataplane::load(Some(&pins)).map(drop);
-    let _ = Command::new("umount").arg("-l").arg(&dir).status();
+    let _ = vip_tests::sys::unmount_lazy(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let err = loaded
         .expect_err("pins of another layout were adopted")
@@ -1279,13 +1283,4 @@ fn pins_of_another_layout_are_refused() {
         "{err}"
     );
     assert!(err.contains("SIGTERM"), "{err}");
-}
-
-fn ip_mount_bpffs(dir: &std::path::Path) {
-    let st = Command::new("mount")
-        .args(["-t", "bpf", "bpf"])
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount bpffs at {}", dir.display());
 }

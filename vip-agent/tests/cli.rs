@@ -1,4 +1,8 @@
 //! The binaries' contract: exit codes and messages for bad input (no root needed).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "starts only this crate's own binaries (CARGO_BIN_EXE_*), no external program"
+)]
 
 use std::process::Command;
 

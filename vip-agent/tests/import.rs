@@ -2,6 +2,10 @@
 //! `tests/keepalived/`: the TOML holds the expected values and passes
 //! `vip-agent --check`, each keyword vip cannot carry over is reported with
 //! its file and line, and unreadable or broken files exit 2 (no root needed).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "starts only this crate's own binaries (CARGO_BIN_EXE_*), no external program"
+)]
 
 use std::{
     path::{Path, PathBuf},

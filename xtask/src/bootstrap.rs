@@ -1,6 +1,7 @@
 //! Installs what building and testing need, once, and finds it again later:
 //! the nightly's `rust-src`, bpf-linker built against the LLVM that ships
-//! inside the nightly toolchain, and Debian packages.
+//! inside the nightly toolchain, clippy and rustfmt, and the Debian packages
+//! of a job's programs (`vip_tests::programs::packages`).
 
 use std::{
     ffi::OsString,
@@ -10,15 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-
-/// Debian packages the lab needs (`ip`).
-pub const LAB_PACKAGES: &[&str] = &["iproute2", "iputils-ping"];
-/// Debian packages the test suite needs (`RabbitMQ`: real brokers in the lab's
-/// backend namespaces, `vip_tests::broker`).
-pub const TEST_PACKAGES: &[&str] = &["iproute2", "keepalived", "rabbitmq-server"];
-/// Debian packages the benchmarks need besides [`TEST_PACKAGES`] (the peer
-/// stack: keepalived + `HAProxy`).
-pub const BENCH_PACKAGES: &[&str] = &["haproxy"];
+use vip_tests::programs::command;
 
 /// The bpf-linker release this project builds.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -58,16 +51,14 @@ fn output(cmd: &mut Command) -> Result<String> {
 
 /// Nightly with `rust-src`, and a working bpf-linker for its LLVM.
 pub fn ebpf_toolchain() -> Result<()> {
-    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+    let sysroot = output(command("rustc")?.args(["+nightly", "--print", "sysroot"]))
         .context("the nightly toolchain is needed to build the XDP program (rustup toolchain install nightly)")?;
     let sysroot = PathBuf::from(sysroot.trim());
     if !sysroot.join("lib/rustlib/src/rust/library/core").exists() {
         eprintln!("xtask: adding rust-src to the nightly toolchain");
-        crate::status({
-            let mut c = Command::new("rustup");
-            c.args(["component", "add", "rust-src", "--toolchain", "nightly"]);
-            c
-        })?;
+        let mut c = command("rustup")?;
+        c.args(["component", "add", "rust-src", "--toolchain", "nightly"]);
+        crate::status(c)?;
     }
     let llvm_major = llvm_major()?;
     let home = linker_home();
@@ -75,7 +66,7 @@ pub fn ebpf_toolchain() -> Result<()> {
     let stamp = home.join(format!("llvm-{llvm_major}"));
     if linker.exists()
         && stamp.exists()
-        && Command::new(&linker)
+        && command(&linker)?
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
@@ -97,7 +88,7 @@ pub fn ebpf_toolchain() -> Result<()> {
         std::os::unix::fs::symlink(&so, &link)
             .with_context(|| format!("cannot link {} to {}", link.display(), so.display()))?;
     }
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut c = command(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))?;
     c.args([
         "install",
         "bpf-linker",
@@ -112,14 +103,32 @@ pub fn ebpf_toolchain() -> Result<()> {
     .arg(format!("llvm-{llvm_major}"))
     .env("LLVM_PREFIX", home.join("llvm"));
     crate::status(c)?;
-    output(Command::new(&linker).arg("--version"))
+    output(command(&linker)?.arg("--version"))
         .context("the freshly built bpf-linker does not run")?;
     std::fs::write(&stamp, b"").with_context(|| format!("cannot write {}", stamp.display()))?;
     Ok(())
 }
 
+/// clippy and rustfmt for the toolchain that builds the workspace (rustup
+/// adds them when missing; rustup's minimal profile has neither).
+pub fn lint_components() -> Result<()> {
+    for (component, tool) in [("clippy", "clippy"), ("rustfmt", "fmt")] {
+        let mut probe = crate::cargo()?;
+        probe.args([tool, "--version"]);
+        if probe.output().is_ok_and(|o| o.status.success()) {
+            continue;
+        }
+        eprintln!("xtask: adding {component} to the toolchain");
+        let mut c = command("rustup")?;
+        c.current_dir(crate::root())
+            .args(["component", "add", component]);
+        crate::status(c)?;
+    }
+    Ok(())
+}
+
 fn llvm_major() -> Result<u32> {
-    let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let vv = output(command("rustc")?.args(["+nightly", "-vV"]))?;
     let version = vv
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
@@ -178,30 +187,28 @@ pub fn apt_packages(pkgs: &[&str]) -> Result<()> {
         .flat_map(|(_, units)| units.iter().copied())
         .collect();
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-    crate::status({
-        let mut c = Command::new("apt-get");
-        c.args(["update", "-q"]);
-        c
-    })?;
+    let mut update = command("apt-get")?;
+    update.args(["update", "-q"]);
+    crate::status(update)?;
     {
         let _no_services = NoServiceStart::install()?;
-        crate::status({
-            let mut c = Command::new("apt-get");
-            c.args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive");
-            c
-        })?;
+        let mut install = command("apt-get")?;
+        install
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        crate::status(install)?;
     }
     if Path::new("/run/systemd/system").exists() {
         let installed: Vec<&str> = fresh_units
             .iter()
             .copied()
             .filter(|u| {
-                Command::new("systemctl")
-                    .args(["cat", u])
-                    .output()
-                    .is_ok_and(|o| o.status.success())
+                command("systemctl").is_ok_and(|mut c| {
+                    c.args(["cat", u])
+                        .output()
+                        .is_ok_and(|o| o.status.success())
+                })
             })
             .collect();
         if !installed.is_empty() {
@@ -209,11 +216,9 @@ pub fn apt_packages(pkgs: &[&str]) -> Result<()> {
                 "xtask: disabling {} (the tests start their own daemons in lab namespaces)",
                 installed.join(" ")
             );
-            crate::status({
-                let mut c = Command::new("systemctl");
-                c.args(["disable", "--now", "--quiet"]).args(&installed);
-                c
-            })?;
+            let mut c = command("systemctl")?;
+            c.args(["disable", "--now", "--quiet"]).args(&installed);
+            crate::status(c)?;
         }
     }
     warn_about_root_daemons();
@@ -229,10 +234,11 @@ pub const QUIET_UNITS: &[(&str, &[&str])] = &[
 ];
 
 fn dpkg_installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+    command("dpkg-query").is_ok_and(|mut c| {
+        c.args(["-W", "-f=${Status}", pkg])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+    })
 }
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";

@@ -5,7 +5,7 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -67,7 +67,7 @@ fn show(title: &str, text: &str) {
 }
 
 fn vipctl(bins: &Path, bpffs: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(bins.join("vipctl"))
+    let out = vip_tests::programs::command(bins.join("vipctl"))?
         .arg("--bpffs")
         .arg(bpffs)
         .args(args)
@@ -81,7 +81,7 @@ fn vipctl(bins: &Path, bpffs: &Path, args: &[&str]) -> Result<String> {
 
 /// Starts vip-agent on `node` with `cfg` and waits until its XDP link is pinned.
 fn start_agent(lab: &Lab, bins: &Path, node: &str, cfg: &Path, bpffs: &Path) -> Result<AgentProc> {
-    let mut cmd = Command::new(bins.join("vip-agent"));
+    let mut cmd = vip_tests::programs::command(bins.join("vip-agent"))?;
     cmd.arg("--config").arg(cfg).stdout(Stdio::null());
     let child = lab.spawn_unmanaged(node, cmd)?;
     let mut agent = AgentProc(Some(child), bpffs.to_owned());

@@ -1,9 +1,12 @@
 //! `cargo xtask build | run | lab | test | bench`: what a build script cannot
 //! do. Installs the eBPF toolchain (nightly `rust-src`, bpf-linker built
-//! against the nightly's own LLVM) and the Debian packages the tests need,
-//! runs the privileged test suite, the netns lab and the benchmarks.
+//! against the nightly's own LLVM) and the Debian packages of the programs
+//! the command starts (`vip_tests::programs`), runs the privileged test suite
+//! (after `cargo fmt --check` and clippy), the netns lab and the benchmarks.
 //!
 //! Every step is idempotent: a second run finds what the first installed.
+//! Every program started goes through `vip_tests::programs::command`, so it
+//! is one this command declared and installed.
 
 mod bootstrap;
 mod demo;
@@ -15,6 +18,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use vip_tests::programs::{self, Job};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +62,13 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    programs::set_job(match &cli.cmd {
+        Cmd::Build { .. } => Job::Build,
+        Cmd::Run { .. } => Job::Run,
+        Cmd::Lab { .. } => Job::Lab,
+        Cmd::Test { .. } => Job::Test,
+        Cmd::Bench => Job::Bench,
+    });
     let result = match cli.cmd {
         Cmd::Build { release } => build(release).map(|_| ()),
         Cmd::Run { args } => run(&args),
@@ -82,11 +93,11 @@ fn root() -> PathBuf {
         .to_owned()
 }
 
-fn cargo() -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+fn cargo() -> Result<Command> {
+    let mut c = programs::command(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))?;
     c.current_dir(root());
     c.env("PATH", bootstrap::path_with_linker());
-    c
+    Ok(c)
 }
 
 fn status(mut cmd: Command) -> Result<()> {
@@ -109,7 +120,7 @@ fn is_root() -> bool {
 /// holding them.
 fn build(release: bool) -> Result<PathBuf> {
     bootstrap::ebpf_toolchain()?;
-    let mut c = cargo();
+    let mut c = cargo()?;
     c.args(["build", "--bins"]);
     if release {
         c.arg("--release");
@@ -128,10 +139,10 @@ fn run(args: &[String]) -> Result<()> {
                 "the lab demo needs root (network namespaces, XDP): run `sudo -E cargo xtask run`"
             );
         }
-        bootstrap::apt_packages(bootstrap::LAB_PACKAGES)?;
+        bootstrap::apt_packages(&programs::packages(Job::Run))?;
         return demo::run(&bins);
     }
-    let mut c = Command::new(bins.join("vip-agent"));
+    let mut c = programs::command(bins.join("vip-agent"))?;
     c.args(args);
     status(c)
 }
@@ -143,7 +154,7 @@ fn lab(action: &str) -> Result<()> {
     match action {
         "up" => {
             let bins = build(false)?;
-            bootstrap::apt_packages(bootstrap::LAB_PACKAGES)?;
+            bootstrap::apt_packages(&programs::packages(Job::Lab))?;
             demo::lab_up(&bins)
         }
         "down" => demo::lab_down(),
@@ -158,15 +169,30 @@ fn test(args: &[String]) -> Result<()> {
              unprivileged unit tests alone: `cargo test -p vip-agent`"
         );
     }
-    bootstrap::apt_packages(bootstrap::TEST_PACKAGES)?;
+    bootstrap::apt_packages(&programs::packages(Job::Test))?;
     build(false)?;
-    let mut c = cargo();
+    lint()?;
+    let mut c = cargo()?;
     // Unit, integration and binary tests; benches run only under `xtask bench`.
     c.args(["test", "--no-fail-fast", "--lib", "--bins", "--tests"]);
     if !args.is_empty() {
         c.arg("--").args(args);
     }
     run_tests(c)
+}
+
+/// `cargo fmt --check` and `cargo clippy --all-targets -- -D warnings`: style
+/// drift fails the test command before any test runs.
+fn lint() -> Result<()> {
+    bootstrap::lint_components()?;
+    let mut fmt = cargo()?;
+    fmt.args(["fmt", "--all", "--check"]);
+    status(fmt).context("the code is not formatted as rustfmt would: run `cargo fmt --all`")?;
+    let mut clippy = cargo()?;
+    clippy.args(["clippy", "--all-targets", "--", "-D", "warnings"]);
+    status(clippy)
+        .context("clippy has warnings (shown above): fix them, they fail the test command")?;
+    Ok(())
 }
 
 /// Runs `cargo test`, echoing its output, and ends with one summary line
@@ -213,13 +239,12 @@ fn bench() -> Result<()> {
             "the benchmarks need root (BPF_PROG_TEST_RUN, network namespaces): run `sudo -E cargo xtask bench`"
         );
     }
-    bootstrap::apt_packages(bootstrap::TEST_PACKAGES)?;
-    bootstrap::apt_packages(bootstrap::BENCH_PACKAGES)?;
+    bootstrap::apt_packages(&programs::packages(Job::Bench))?;
     build(true)?;
     let report = root().join("bench-report.md");
     // xdp writes the report; failover and checks append to it.
     for bench in ["xdp", "failover", "checks"] {
-        let mut c = cargo();
+        let mut c = cargo()?;
         c.args(["bench", "-p", "vip-tests", "--bench", bench]);
         c.env("VIP_BENCH_REPORT", &report);
         status(c)?;

@@ -7,7 +7,7 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -144,7 +144,7 @@ impl Agent {
         let sock_path = self.dir.join("notify.sock");
         let _ = std::fs::remove_file(&sock_path);
         let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("notify socket");
-        let mut cmd = Command::new(sibling_bin("vip-agent"));
+        let mut cmd = vip_tests::programs::command(sibling_bin("vip-agent")).expect("vip-agent");
         cmd.arg("--config")
             .arg(&self.config)
             .env("VIP_LOG", "info,netlink_packet_route=error")
