@@ -73,7 +73,8 @@ pub enum Source {
     Base(&'static str),
     /// rustup's toolchain: the README's one precondition.
     Rustup,
-    /// A binary of this workspace, built by `cargo xtask build`.
+    /// A binary this project builds: the workspace's (`cargo xtask build`)
+    /// and bpf-linker (built once by xtask).
     Workspace,
 }
 

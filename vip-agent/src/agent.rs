@@ -33,6 +33,10 @@ pub enum AgentError {
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
     Net(#[from] NetError),
+    #[error(transparent)]
+    Bpffs(#[from] crate::bpffs::BpffsError),
+    #[error("cannot start the node checks: {0}")]
+    Checks(#[from] crate::check::runner::HealthError),
     #[error("too many {what}: at most {max}")]
     Capacity { what: &'static str, max: u32 },
     #[error("{path}: {what}")]
@@ -643,8 +647,8 @@ pub struct Agent {
     /// The service identities the running backend checks were started for
     /// (a `BackendEvent`'s `service` indexes this).
     checked_services: Vec<ServiceIdent>,
-    node_stats: crate::health::Stats<String>,
-    backend_stats: crate::health::Stats<(usize, Ipv4Addr)>,
+    node_stats: crate::check::runner::Stats<String>,
+    backend_stats: crate::check::runner::Stats<(usize, Ipv4Addr)>,
     started: Instant,
     reloads: u64,
     rebuilds: u64,
@@ -730,8 +734,8 @@ impl Agent {
             resolving: None,
             checks_epoch: 0,
             checked_services: Vec::new(),
-            node_stats: crate::health::Stats::default(),
-            backend_stats: crate::health::Stats::default(),
+            node_stats: crate::check::runner::Stats::default(),
+            backend_stats: crate::check::runner::Stats::default(),
             started: Instant::now(),
             reloads: 0,
             rebuilds: applied.switched,
@@ -994,7 +998,7 @@ impl Agent {
                     .unwrap_or_default();
                 CheckStatus {
                     name: c.name.clone(),
-                    kind: c.kind.to_string(),
+                    kind: c.probe.kind().to_string(),
                     up,
                     reason,
                     probes: stats.probes,
@@ -1039,7 +1043,7 @@ impl Agent {
                 vip: svc.vip,
                 port: svc.port,
                 protocol: svc.protocol.to_string(),
-                check: svc.check.as_ref().map(|c| c.kind.to_string()),
+                check: svc.check.as_ref().map(|c| c.probe.kind().to_string()),
                 backends: sp
                     .backends
                     .iter()
@@ -1122,8 +1126,8 @@ impl Agent {
         &mut self,
     ) -> Result<
         (
-            Option<crate::health::NodeChecks>,
-            Option<tokio::sync::mpsc::UnboundedReceiver<crate::health::CheckEvent>>,
+            Option<crate::check::runner::NodeChecks>,
+            Option<tokio::sync::mpsc::UnboundedReceiver<crate::check::runner::CheckEvent>>,
         ),
         AgentError,
     > {
@@ -1136,12 +1140,7 @@ impl Agent {
         if self.config.checks.is_empty() {
             return Ok((None, None));
         }
-        let (c, rx) =
-            crate::health::NodeChecks::spawn(&self.config.checks).map_err(|e| AgentError::Io {
-                what: format!("cannot start the node checks: {e}"),
-                path: self.config_path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let (c, rx) = crate::check::runner::NodeChecks::spawn(&self.config.checks)?;
         self.node_stats = c.stats.clone();
         Ok((Some(c), Some(rx)))
     }
@@ -1150,21 +1149,24 @@ impl Agent {
     fn spawn_backend_checks(
         &mut self,
     ) -> (
-        Option<crate::probe::BackendChecks>,
-        Option<tokio::sync::mpsc::UnboundedReceiver<crate::probe::BackendEvent>>,
+        Option<crate::check::runner::BackendChecks>,
+        Option<tokio::sync::mpsc::UnboundedReceiver<crate::check::runner::BackendEvent>>,
     ) {
         self.checked_services = self.config.services.iter().map(service_ident).collect();
         if self.config.services.iter().all(|s| s.check.is_none()) {
             return (None, None);
         }
-        let (c, rx) = crate::probe::BackendChecks::spawn(&self.config.services);
+        let (c, rx) = crate::check::runner::BackendChecks::spawn(&self.config.services);
         self.backend_stats = c.stats.clone();
         (Some(c), Some(rx))
     }
 
     /// A service check changed a backend's state: in or out of the tables
     /// (its flows then follow `on_backend_down`), and `track_services`.
-    async fn backend_event(&mut self, ev: crate::probe::BackendEvent) -> Result<(), AgentError> {
+    async fn backend_event(
+        &mut self,
+        ev: crate::check::runner::BackendEvent,
+    ) -> Result<(), AgentError> {
         let Some(ident) = self.checked_services.get(ev.service).copied() else {
             return Ok(());
         };

@@ -1,9 +1,22 @@
 //! The pin root: a bpffs, mounted by the agent when the configured directory
 //! is not one yet (the host has none at /sys/fs/bpf until someone mounts it).
 
-use std::{ffi::CString, io, os::unix::ffi::OsStrExt as _, path::Path};
+use std::{
+    ffi::CString,
+    io,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+};
 
-use crate::agent::AgentError;
+/// Why the pin root is not usable: what failed, on which directory.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {what}", path.display())]
+pub struct BpffsError {
+    pub what: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
 
 /// `BPF_FS_MAGIC` from `linux/magic.h`.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -21,9 +34,9 @@ pub fn is_bpffs(dir: &Path) -> io::Result<bool> {
 }
 
 /// Creates `dir` and mounts a bpffs on it unless it already is one.
-pub fn ensure_mounted(dir: &Path) -> Result<(), AgentError> {
-    let io_err = |what: &str, source| AgentError::Io {
-        what: what.to_owned(),
+pub fn ensure_mounted(dir: &Path) -> Result<(), BpffsError> {
+    let io_err = |what: &'static str, source| BpffsError {
+        what,
         path: dir.to_owned(),
         source,
     };

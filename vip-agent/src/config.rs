@@ -1,7 +1,7 @@
 //! The node's TOML configuration: parsing, defaults and validation.
 //!
-//! [`Config::parse`] turns the file described in `INTERFACES.md`
-//! ("Configuration (TOML)") into plain typed values with every default filled
+//! [`Config::parse`] turns the file (the README's "Configuration" section and
+//! the doc of each type here) into plain typed values with every default filled
 //! in, or into one [`ConfigError`] naming the file, the line, the dotted key
 //! (`service[0].backends[2].address`) and what to do about it. Nothing here
 //! touches the network or the kernel, so the agent, `vip-agent --check`, a
@@ -31,6 +31,8 @@ use serde::{
     de::{self, Visitor},
 };
 use toml::Spanned;
+
+pub use crate::check::{CheckKind, Probe, Schedule};
 
 /// The pin root unless `[node] bpffs` names another.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
@@ -172,53 +174,16 @@ pub struct BackendConfig {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceCheck {
-    /// What a probe does. An `exec` check (keepalived's `MISC_CHECK`) runs
-    /// its `command` once per backend, with the environment variables
-    /// `VIP_BACKEND_ADDRESS` and `VIP_BACKEND_PORT` naming the backend.
-    pub kind: CheckKind,
-    /// Exec only (required for it, refused otherwise): the command line,
-    /// run with `/bin/sh -c`.
-    pub command: Option<String>,
-    /// Time between probes (default 1s, > 0).
-    pub interval: Duration,
-    /// How long one probe may take (default 1s, > 0).
-    pub timeout: Duration,
-    /// Consecutive successes before a down backend is up (default 2).
-    pub rise: u32,
-    /// Consecutive failures before an up backend is down (default 2).
-    pub fall: u32,
+    /// What a probe asks. An `exec` check (keepalived's `MISC_CHECK`) runs
+    /// its command once per backend, with the environment variables
+    /// `VIP_BACKEND_ADDRESS` and `VIP_BACKEND_PORT` naming the backend. An
+    /// `http` body check searches the first 64 KiB.
+    pub probe: Probe,
+    /// Interval and timeout (default 1s each, > 0), rise and fall (default 2).
+    pub schedule: Schedule,
     /// The port to probe (for `exec`: the value of `VIP_BACKEND_PORT`);
     /// `None` probes the service port.
     pub port: Option<u16>,
-    /// HTTP only: the path to GET (default `/`).
-    pub path: Option<String>,
-    /// HTTP only: the status that means healthy (default 200).
-    pub expect_status: Option<u16>,
-    /// HTTP only: a string the response body must contain (searched in its
-    /// first 64 KiB); `None` judges by the status alone.
-    pub expect_body: Option<String>,
-    /// AMQP: the login user (PLAIN); HTTP: the basic-auth user. Given
-    /// together with `password`.
-    pub user: Option<String>,
-    /// AMQP: the login password; HTTP: the basic-auth password.
-    pub password: Option<String>,
-    /// AMQP only, with `user`: the virtual host to open after the login
-    /// (the probe then uses `/`).
-    pub vhost: Option<String>,
-}
-
-/// What a check does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckKind {
-    /// A TCP connect.
-    Tcp,
-    /// An AMQP 0-9-1 handshake (and login when a user is given).
-    Amqp,
-    /// An HTTP GET.
-    Http,
-    /// Run a command; exit status 0 is healthy.
-    Exec,
 }
 
 /// `[[check]]`: a named node-level check (keepalived's `vrrp_script`).
@@ -252,36 +217,16 @@ pub enum CheckKind {
 pub struct Check {
     /// Unique; what `[[vrrp]] track` refers to.
     pub name: String,
-    pub kind: CheckKind,
-    /// The command line of an `exec` check (required for it, refused otherwise).
-    pub command: Option<String>,
+    /// What the check asks (its `kind` and the keys of that kind).
+    pub probe: Probe,
     /// What a `tcp`, `amqp` or `http` check probes (required for them,
     /// refused for `exec`).
     pub address: Option<Ipv4Addr>,
-    /// The port to probe: default 5672 for `amqp`, 80 for `http`, required
-    /// for `tcp`; `None` for `exec` (refused there).
+    /// The port to probe: default [`CheckKind::default_port`] (5672 for
+    /// `amqp`, 80 for `http`), required for `tcp`; `None` for `exec`.
     pub port: Option<u16>,
-    /// HTTP only: the path to GET (default `/`).
-    pub path: Option<String>,
-    /// HTTP only: the status that means healthy (default 200).
-    pub expect_status: Option<u16>,
-    /// HTTP only: a string the body must contain.
-    pub expect_body: Option<String>,
-    /// AMQP: login user; HTTP: basic-auth user. Together with `password`.
-    pub user: Option<String>,
-    /// AMQP: login password; HTTP: basic-auth password.
-    pub password: Option<String>,
-    /// AMQP only, with `user`: the virtual host to open (the probe then uses
-    /// `/`).
-    pub vhost: Option<String>,
-    /// Default 1s, > 0.
-    pub interval: Duration,
-    /// Default 1s, > 0.
-    pub timeout: Duration,
-    /// Default 2.
-    pub rise: u32,
-    /// Default 2.
-    pub fall: u32,
+    /// Interval and timeout (default 1s each, > 0), rise and fall (default 2).
+    pub schedule: Schedule,
     /// 1-based line of the check's table header.
     pub line: usize,
 }
@@ -449,17 +394,6 @@ impl fmt::Display for OnBackendDown {
     }
 }
 
-impl fmt::Display for CheckKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Tcp => "tcp",
-            Self::Amqp => "amqp",
-            Self::Http => "http",
-            Self::Exec => "exec",
-        })
-    }
-}
-
 impl Config {
     /// Reads and parses the file at `path`.
     ///
@@ -619,14 +553,13 @@ struct RawProbeKeys {
     vhost: Option<Spanned<String>>,
 }
 
-/// [`RawProbeKeys`] validated for one kind, defaults filled in.
-struct ProbeKeys {
-    path: Option<String>,
-    expect_status: Option<u16>,
-    expect_body: Option<String>,
-    user: Option<String>,
-    password: Option<String>,
-    vhost: Option<String>,
+/// The keys that say when a check probes, shared likewise.
+#[derive(Clone, Copy)]
+struct RawSchedule<'a> {
+    interval: Option<&'a Spanned<Dur>>,
+    timeout: Option<&'a Spanned<Dur>>,
+    rise: Option<&'a Spanned<Int>>,
+    fall: Option<&'a Spanned<Int>>,
 }
 
 #[derive(Deserialize)]
@@ -1137,14 +1070,20 @@ impl Source<'_> {
         let name = self.non_empty(raw.name, &key("name"), "the check name")?;
         let kind = *raw.kind.get_ref();
         let command = self.command(kind, raw.command, table_at, &key("command"), "")?;
-        let interval = self.positive(raw.interval.as_ref(), CHECK_INTERVAL, &key("interval"))?;
-        let timeout = self.positive(raw.timeout.as_ref(), CHECK_TIMEOUT, &key("timeout"))?;
-        let rise = self.times(raw.rise.as_ref(), CHECK_RISE, &key("rise"))?;
-        let fall = self.times(raw.fall.as_ref(), CHECK_FALL, &key("fall"))?;
+        let schedule = self.schedule(
+            RawSchedule {
+                interval: raw.interval.as_ref(),
+                timeout: raw.timeout.as_ref(),
+                rise: raw.rise.as_ref(),
+                fall: raw.fall.as_ref(),
+            },
+            &format!("check[{i}]"),
+        )?;
         let (address, port) =
             self.check_target(kind, raw.address, raw.port.as_ref(), table_at, i)?;
-        let keys = self.probe_keys(
+        let probe = self.probe(
             kind,
+            command,
             RawProbeKeys {
                 path: raw.path,
                 expect_status: raw.expect_status,
@@ -1157,20 +1096,10 @@ impl Source<'_> {
         )?;
         Ok(Check {
             name,
-            kind,
-            command,
+            probe,
             address,
             port,
-            path: keys.path,
-            expect_status: keys.expect_status,
-            expect_body: keys.expect_body,
-            user: keys.user,
-            password: keys.password,
-            vhost: keys.vhost,
-            interval,
-            timeout,
-            rise,
-            fall,
+            schedule,
             line,
         })
     }
@@ -1249,8 +1178,9 @@ impl Source<'_> {
         };
         let port = match (port, kind) {
             (Some(p), _) => self.int(p, &key("port"), 1..=65535, "a port")?,
-            (None, CheckKind::Amqp) => 5672,
-            (None, CheckKind::Http) => 80,
+            (None, kind) if kind.default_port().is_some() => {
+                kind.default_port().expect("just checked")
+            }
             (None, _) => {
                 return Err(self.error(
                     table_at,
@@ -1314,50 +1244,19 @@ impl Source<'_> {
         })
     }
 
-    /// The probe keys of a check of `kind` (`key` is the check's own dotted
-    /// key): each is refused where it means nothing for the kind, rather
-    /// than silently ignored, and the HTTP defaults are filled in.
-    fn probe_keys(
+    /// The probe of a check of `kind` from its keys (`key` is the check's
+    /// own dotted key; `command` is validated already): each key is refused
+    /// where it means nothing for the kind, rather than silently ignored, and
+    /// the defaults are filled in.
+    fn probe(
         &self,
         kind: CheckKind,
+        command: Option<String>,
         raw: RawProbeKeys,
         key: &str,
-    ) -> Result<ProbeKeys, ConfigError> {
+    ) -> Result<Probe, ConfigError> {
         let sub = |k: &str| format!("{key}.{k}");
-        let only = |span: Option<Range<usize>>, k: &str, kinds: &[CheckKind]| match span {
-            Some(span) if !kinds.contains(&kind) => {
-                let names: Vec<String> = kinds.iter().map(|k| format!("\"{k}\"")).collect();
-                Err(self.error(
-                    span.start,
-                    &sub(k),
-                    format!(
-                        "only a kind = {} check uses {k}; this one is \"{kind}\"",
-                        names.join(" or ")
-                    ),
-                ))
-            }
-            _ => Ok(()),
-        };
-        let http = &[CheckKind::Http][..];
-        let login = &[CheckKind::Amqp, CheckKind::Http][..];
-        only(raw.path.as_ref().map(Spanned::span), "path", http)?;
-        only(
-            raw.expect_status.as_ref().map(Spanned::span),
-            "expect_status",
-            http,
-        )?;
-        only(
-            raw.expect_body.as_ref().map(Spanned::span),
-            "expect_body",
-            http,
-        )?;
-        only(raw.user.as_ref().map(Spanned::span), "user", login)?;
-        only(raw.password.as_ref().map(Spanned::span), "password", login)?;
-        only(
-            raw.vhost.as_ref().map(Spanned::span),
-            "vhost",
-            &[CheckKind::Amqp],
-        )?;
+        self.refuse_foreign_keys(kind, &raw, key)?;
         match (&raw.user, &raw.password) {
             (Some(u), None) => {
                 return Err(self.error(
@@ -1409,13 +1308,74 @@ impl Source<'_> {
             None => (kind == CheckKind::Http).then_some(200),
         };
         let expect_body = self.probe_body(raw.expect_body, &sub("expect_body"))?;
-        Ok(ProbeKeys {
-            path,
-            expect_status,
-            expect_body,
-            user,
-            password,
-            vhost,
+        let login = user.zip(password);
+        Ok(match kind {
+            CheckKind::Tcp => Probe::Tcp,
+            CheckKind::Amqp => Probe::Amqp {
+                login: login.map(|(u, p)| (u, p, vhost.unwrap_or_else(|| "/".to_owned()))),
+            },
+            CheckKind::Http => Probe::Http {
+                path: path.unwrap_or_else(|| "/".to_owned()),
+                expect_status: expect_status.unwrap_or(200),
+                expect_body,
+                auth: login,
+            },
+            CheckKind::Exec => Probe::Exec {
+                command: command.unwrap_or_default(),
+            },
+        })
+    }
+
+    /// Refuses a probe key that a check of `kind` does not use
+    /// ([`CheckKind::keys`]), naming the kinds that do.
+    fn refuse_foreign_keys(
+        &self,
+        kind: CheckKind,
+        raw: &RawProbeKeys,
+        key: &str,
+    ) -> Result<(), ConfigError> {
+        let given = [
+            ("path", raw.path.as_ref().map(Spanned::span)),
+            (
+                "expect_status",
+                raw.expect_status.as_ref().map(Spanned::span),
+            ),
+            ("expect_body", raw.expect_body.as_ref().map(Spanned::span)),
+            ("user", raw.user.as_ref().map(Spanned::span)),
+            ("password", raw.password.as_ref().map(Spanned::span)),
+            ("vhost", raw.vhost.as_ref().map(Spanned::span)),
+        ];
+        for (name, span) in given {
+            let Some(span) = span else { continue };
+            if kind.keys().contains(&name) {
+                continue;
+            }
+            let users: Vec<String> = CheckKind::ALL
+                .iter()
+                .filter(|k| k.keys().contains(&name))
+                .map(|k| format!("\"{k}\""))
+                .collect();
+            return Err(self.error(
+                span.start,
+                &format!("{key}.{name}"),
+                format!(
+                    "only a kind = {} check uses {name}; this one is \"{kind}\"",
+                    users.join(" or ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `interval`, `timeout`, `rise` and `fall` of a check (`key` is its
+    /// dotted key), defaults filled in.
+    fn schedule(&self, raw: RawSchedule<'_>, key: &str) -> Result<Schedule, ConfigError> {
+        let sub = |k: &str| format!("{key}.{k}");
+        Ok(Schedule {
+            interval: self.positive(raw.interval, CHECK_INTERVAL, &sub("interval"))?,
+            timeout: self.positive(raw.timeout, CHECK_TIMEOUT, &sub("timeout"))?,
+            rise: self.times(raw.rise, CHECK_RISE, &sub("rise"))?,
+            fall: self.times(raw.fall, CHECK_FALL, &sub("fall"))?,
         })
     }
 
@@ -1857,17 +1817,23 @@ impl Source<'_> {
             &sub("command"),
             " (it runs once per backend, with VIP_BACKEND_ADDRESS and VIP_BACKEND_PORT set)",
         )?;
-        let interval = self.positive(raw.interval.as_ref(), CHECK_INTERVAL, &sub("interval"))?;
-        let timeout = self.positive(raw.timeout.as_ref(), CHECK_TIMEOUT, &sub("timeout"))?;
-        let rise = self.times(raw.rise.as_ref(), CHECK_RISE, &sub("rise"))?;
-        let fall = self.times(raw.fall.as_ref(), CHECK_FALL, &sub("fall"))?;
+        let schedule = self.schedule(
+            RawSchedule {
+                interval: raw.interval.as_ref(),
+                timeout: raw.timeout.as_ref(),
+                rise: raw.rise.as_ref(),
+                fall: raw.fall.as_ref(),
+            },
+            key,
+        )?;
         let port = raw
             .port
             .as_ref()
             .map(|p| self.int(p, &sub("port"), 1..=65535, "a port"))
             .transpose()?;
-        let keys = self.probe_keys(
+        let probe = self.probe(
             kind,
+            command,
             RawProbeKeys {
                 path: raw.path,
                 expect_status: raw.expect_status,
@@ -1879,19 +1845,9 @@ impl Source<'_> {
             key,
         )?;
         Ok(ServiceCheck {
-            kind,
-            command,
-            interval,
-            timeout,
-            rise,
-            fall,
+            probe,
+            schedule,
             port,
-            path: keys.path,
-            expect_status: keys.expect_status,
-            expect_body: keys.expect_body,
-            user: keys.user,
-            password: keys.password,
-            vhost: keys.vhost,
         })
     }
 
@@ -1926,7 +1882,7 @@ fn limit(max: u32) -> usize {
 mod tests {
     use super::*;
 
-    /// The example of `INTERFACES.md`, verbatim.
+    /// The project's reference configuration example, verbatim.
     const EXAMPLE: &str = r#"[node]
 interface = "eth0"              # XDP attaches here; VRRP runs here
 name = "lb1"                    # pins live under <bpffs>/vip/<name>
@@ -2042,8 +1998,8 @@ backends = [
         );
         assert_eq!(v.notify.as_deref(), Some(Path::new("/etc/vip/notify.sh")));
         assert_eq!(v.line, 8);
-        assert_eq!(c.checks[0].kind, CheckKind::Exec);
-        assert_eq!(c.checks[0].interval, Duration::from_millis(500));
+        assert_eq!(c.checks[0].probe.kind(), CheckKind::Exec);
+        assert_eq!(c.checks[0].schedule.interval, Duration::from_millis(500));
         assert_eq!(c.checks[0].line, 24);
         let s = &c.services[0];
         assert_eq!(
@@ -2052,8 +2008,8 @@ backends = [
         );
         assert_eq!(s.line, 32);
         let check = s.check.as_ref().unwrap();
-        assert_eq!(check.kind, CheckKind::Amqp);
-        assert_eq!(check.timeout, Duration::from_millis(300));
+        assert_eq!(check.probe.kind(), CheckKind::Amqp);
+        assert_eq!(check.schedule.timeout, Duration::from_millis(300));
         assert_eq!(s.backends.len(), 3);
         assert_eq!(
             s.backends[1],
@@ -2109,19 +2065,26 @@ backends = [
             (v.garp.clone(), v.auth_pass.as_ref(), v.notify.as_ref()),
             (Garp::default(), None, None)
         );
-        let ch = &c.checks[0];
-        assert_eq!(
-            (ch.interval, ch.timeout, ch.rise, ch.fall),
-            (Duration::from_secs(1), Duration::from_secs(1), 2, 2)
-        );
+        let defaults = Schedule {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 2,
+        };
+        assert_eq!(c.checks[0].schedule, defaults);
         let sc = c.services[0].check.clone().unwrap();
+        assert_eq!(sc.schedule, defaults);
         assert_eq!(
-            (sc.interval, sc.timeout, sc.rise, sc.fall),
-            (Duration::from_secs(1), Duration::from_secs(1), 2, 2)
-        );
-        assert_eq!(
-            (sc.path.as_deref(), sc.expect_status, sc.port),
-            (Some("/"), Some(200), None)
+            (sc.probe, sc.port),
+            (
+                Probe::Http {
+                    path: "/".into(),
+                    expect_status: 200,
+                    expect_body: None,
+                    auth: None
+                },
+                None
+            )
         );
     }
 
@@ -2860,14 +2823,13 @@ backends = [
         ));
         let sc = c.services[0].check.clone().unwrap();
         assert_eq!(
+            (sc.port, sc.probe),
             (
-                sc.port,
-                sc.user.as_deref(),
-                sc.vhost.as_deref(),
-                sc.path,
-                sc.expect_status
-            ),
-            (Some(15672), Some("u"), Some("/"), None, None)
+                Some(15672),
+                Probe::Amqp {
+                    login: Some(("u".into(), "p".into(), "/".into()))
+                }
+            )
         );
     }
 

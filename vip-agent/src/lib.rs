@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod bpffs;
 pub mod caps;
+pub mod check;
 pub mod config;
 pub mod control;
 pub mod dataplane;
@@ -19,7 +20,6 @@ pub mod maglev;
 pub mod metrics;
 pub mod net;
 pub mod notify;
-pub mod probe;
 pub mod vrrp;
 
 /// An error and its causes on one line: `what: because: because`.
