@@ -69,12 +69,7 @@ fn setup() -> Dataplane {
             id: u32::try_from(i).unwrap(),
         })
         .collect();
-    let key = ServiceKey {
-        vip: u32::from_ne_bytes(VIP.octets()),
-        port: 5672u16.to_be(),
-        proto: PROTO_TCP,
-        _pad: 0,
-    };
+    let key = ServiceKey::new(VIP.octets(), 5672, PROTO_TCP);
     dp.switch_table(key, 0, 0, &maglev::build(&entries, LOOKUP_SIZE, NO_BACKEND))
         .unwrap();
     dp.stamp(Duration::from_hours(1)).unwrap();

@@ -96,12 +96,7 @@ fn ifindex(name: &str) -> u32 {
 }
 
 fn skey(vip: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
-    ServiceKey {
-        vip: u32::from_ne_bytes(vip.octets()),
-        port: port.to_be(),
-        proto,
-        _pad: 0,
-    }
+    ServiceKey::new(vip.octets(), port, proto)
 }
 
 struct Fixture {
@@ -270,14 +265,7 @@ fn verdict_name(v: u32) -> &'static str {
 }
 
 fn flow(src: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> FlowKey {
-    FlowKey {
-        src: u32::from_ne_bytes(src.octets()),
-        dst: u32::from_ne_bytes(VIP.octets()),
-        sport: sport.to_be(),
-        dport: dport.to_be(),
-        proto,
-        _pad: [0; 3],
-    }
+    FlowKey::new(src.octets(), sport, VIP.octets(), dport, proto)
 }
 
 fn tcp_frame(

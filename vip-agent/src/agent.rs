@@ -162,12 +162,7 @@ pub fn service_ident(s: &crate::config::Service) -> ServiceIdent {
 /// The map key of a service.
 #[must_use]
 pub fn service_key(vip: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
-    ServiceKey {
-        vip: u32::from_ne_bytes(vip.octets()),
-        port: port.to_be(),
-        proto,
-        _pad: 0,
-    }
+    ServiceKey::new(vip.octets(), port, proto)
 }
 
 /// What the agent knows about one backend's link-layer address.

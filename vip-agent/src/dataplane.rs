@@ -35,59 +35,12 @@ use vip_common::{
 /// The XDP object built by `build.rs` from `vip-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vip"));
 
-/// Key size, value size and entries of each map, as this build defines
-/// them (value size `None`: not checked, the kernel's own layout).
-fn map_layouts() -> [(&'static str, u32, Option<u32>, u32); 9] {
-    use std::mem::size_of;
-    let size = |n: usize| u32::try_from(n).expect("small");
-    [
-        (
-            maps::VIPS,
-            4,
-            Some(size(size_of::<VipState>())),
-            vip_common::MAX_VIPS,
-        ),
-        (
-            maps::SERVICES,
-            size(size_of::<ServiceKey>()),
-            Some(size(size_of::<Service>())),
-            vip_common::MAX_SERVICES,
-        ),
-        (
-            maps::LOOKUP,
-            4,
-            Some(size(size_of::<LookupHalf>())),
-            vip_common::MAX_SERVICES * 2,
-        ),
-        (
-            maps::BACKENDS,
-            4,
-            Some(size(size_of::<Backend>())),
-            vip_common::MAX_BACKENDS,
-        ),
-        (
-            maps::FLOWS,
-            size(size_of::<FlowKey>()),
-            Some(size(size_of::<FlowValue>())),
-            vip_common::MAX_FLOWS,
-        ),
-        (maps::COUNTERS, 4, Some(8), counter::COUNT),
-        (
-            maps::BACKEND_STATS,
-            4,
-            Some(size(size_of::<BackendStats>())),
-            vip_common::MAX_BACKENDS,
-        ),
-        (maps::HEARTBEAT, 4, Some(size(size_of::<Heartbeat>())), 1),
-        (maps::TX_PORTS, 4, None, vip_common::MAX_TX_PORTS),
-    ]
-}
-
 /// Refuses pins whose layout differs from this build's (an agent of another
 /// version left them): reusing them would mis-read every entry.
 fn check_pins(dir: &Path) -> Result<(), DataplaneError> {
-    for (name, key, value, entries) in map_layouts() {
-        let path = dir.join(name);
+    for spec in maps::SPECS {
+        let (key, value, entries) = (spec.key_size, spec.value_size, spec.max_entries);
+        let path = dir.join(spec.name);
         if !path.exists() {
             continue;
         }
@@ -870,3 +823,39 @@ fn lookup_raw(
 /// `enum bpf_cmd` values from `linux/bpf.h`.
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The XDP object declares exactly the maps of `vip_common::maps::SPECS`,
+    /// each with the spec's key size, value size and entries (the object's
+    /// own `.rodata`/`.bss` sections and aya-log's ring aside).
+    #[test]
+    fn the_object_declares_the_map_table() {
+        let obj = aya_obj::Object::parse(EBPF_OBJECT).expect("parse the XDP object");
+        let mut declared: Vec<&str> = obj
+            .maps
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !n.starts_with('.') && !n.starts_with("AYA_LOG"))
+            .collect();
+        declared.sort_unstable();
+        let mut table = maps::ALL.to_vec();
+        table.sort_unstable();
+        assert_eq!(declared, table);
+        for spec in maps::SPECS {
+            let m = &obj.maps[spec.name];
+            assert_eq!(
+                (
+                    m.key_size(),
+                    spec.value_size.map(|_| m.value_size()),
+                    m.max_entries()
+                ),
+                (spec.key_size, spec.value_size, spec.max_entries),
+                "{}",
+                spec.name
+            );
+        }
+    }
+}

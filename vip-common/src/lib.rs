@@ -17,40 +17,97 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// Map names. The XDP program declares its maps under these names, the agent
-/// pins them under `<bpffs>/vip/<node name>/<MAP>` and vipctl reads them there.
+/// The maps: one table of their names and layouts. The XDP program declares
+/// each under its name (a test checks the object against [`maps::SPECS`])
+/// with the spec's size; the agent pins them under
+/// `<bpffs>/vip/<node name>/<MAP>`, refuses pins of another layout, and
+/// vipctl reads them there.
 pub mod maps {
-    /// VIP address -> [`super::VipState`].
-    pub const VIPS: &str = "VIPS";
-    /// [`super::ServiceKey`] -> [`super::Service`].
-    pub const SERVICES: &str = "SERVICES";
-    /// `service id * 2 + half` -> [`super::LookupHalf`].
-    pub const LOOKUP: &str = "LOOKUP";
-    /// backend id -> [`super::Backend`].
-    pub const BACKENDS: &str = "BACKENDS";
-    /// [`super::FlowKey`] -> [`super::FlowValue`], LRU.
-    pub const FLOWS: &str = "FLOWS";
-    /// per-CPU `u64` counters indexed by [`super::counter`].
-    pub const COUNTERS: &str = "COUNTERS";
-    /// per-CPU [`super::BackendStats`] indexed by backend id.
-    pub const BACKEND_STATS: &str = "BACKEND_STATS";
-    /// one [`super::Heartbeat`] at index 0.
-    pub const HEARTBEAT: &str = "HEARTBEAT";
+    use core::mem::size_of;
+
+    use super::{
+        Backend, BackendStats, FlowKey, FlowValue, Heartbeat, LookupHalf, MAX_BACKENDS, MAX_FLOWS,
+        MAX_SERVICES, MAX_TX_PORTS, MAX_VIPS, Service, ServiceKey, VipState, counter,
+    };
+
+    /// A map's name and layout.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Spec {
+        pub name: &'static str,
+        pub key_size: u32,
+        /// `None`: the kernel's own value layout (a devmap), not checked.
+        pub value_size: Option<u32>,
+        pub max_entries: u32,
+    }
+
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "map keys and values are a few bytes"
+    )]
+    const fn of<K, V>(name: &'static str, max_entries: u32) -> Spec {
+        Spec {
+            name,
+            key_size: size_of::<K>() as u32,
+            value_size: Some(size_of::<V>() as u32),
+            max_entries,
+        }
+    }
+
+    /// VIP address (`u32`, network order) -> [`VipState`].
+    pub const VIPS_SPEC: Spec = of::<u32, VipState>("VIPS", MAX_VIPS);
+    /// [`ServiceKey`] -> [`Service`].
+    pub const SERVICES_SPEC: Spec = of::<ServiceKey, Service>("SERVICES", MAX_SERVICES);
+    /// `service id * 2 + half` -> [`LookupHalf`].
+    pub const LOOKUP_SPEC: Spec = of::<u32, LookupHalf>("LOOKUP", MAX_SERVICES * 2);
+    /// backend id -> [`Backend`].
+    pub const BACKENDS_SPEC: Spec = of::<u32, Backend>("BACKENDS", MAX_BACKENDS);
+    /// [`FlowKey`] -> [`FlowValue`], LRU.
+    pub const FLOWS_SPEC: Spec = of::<FlowKey, FlowValue>("FLOWS", MAX_FLOWS);
+    /// per-CPU `u64` counters indexed by [`counter`].
+    pub const COUNTERS_SPEC: Spec = of::<u32, u64>("COUNTERS", counter::COUNT);
+    /// per-CPU [`BackendStats`] indexed by backend id.
+    pub const BACKEND_STATS_SPEC: Spec = of::<u32, BackendStats>("BACKEND_STATS", MAX_BACKENDS);
+    /// one [`Heartbeat`] at index 0.
+    pub const HEARTBEAT_SPEC: Spec = of::<u32, Heartbeat>("HEARTBEAT", 1);
     /// devmap (hash) keyed by ifindex, for backends behind another link.
-    pub const TX_PORTS: &str = "TX_PORTS";
+    pub const TX_PORTS_SPEC: Spec = Spec {
+        value_size: None,
+        ..of::<u32, u32>("TX_PORTS", MAX_TX_PORTS)
+    };
 
     /// Every map, in the order vipctl lists them.
-    pub const ALL: [&str; 9] = [
-        VIPS,
-        SERVICES,
-        LOOKUP,
-        BACKENDS,
-        FLOWS,
-        COUNTERS,
-        BACKEND_STATS,
-        HEARTBEAT,
-        TX_PORTS,
+    pub const SPECS: [Spec; 9] = [
+        VIPS_SPEC,
+        SERVICES_SPEC,
+        LOOKUP_SPEC,
+        BACKENDS_SPEC,
+        FLOWS_SPEC,
+        COUNTERS_SPEC,
+        BACKEND_STATS_SPEC,
+        HEARTBEAT_SPEC,
+        TX_PORTS_SPEC,
     ];
+
+    pub const VIPS: &str = VIPS_SPEC.name;
+    pub const SERVICES: &str = SERVICES_SPEC.name;
+    pub const LOOKUP: &str = LOOKUP_SPEC.name;
+    pub const BACKENDS: &str = BACKENDS_SPEC.name;
+    pub const FLOWS: &str = FLOWS_SPEC.name;
+    pub const COUNTERS: &str = COUNTERS_SPEC.name;
+    pub const BACKEND_STATS: &str = BACKEND_STATS_SPEC.name;
+    pub const HEARTBEAT: &str = HEARTBEAT_SPEC.name;
+    pub const TX_PORTS: &str = TX_PORTS_SPEC.name;
+
+    /// Every map's name, in the order of [`SPECS`].
+    pub const ALL: [&str; 9] = {
+        let mut names = [""; 9];
+        let mut i = 0;
+        while i < SPECS.len() {
+            names[i] = SPECS[i].name;
+            i += 1;
+        }
+        names
+    };
 }
 
 /// Program names inside the object file.
@@ -89,71 +146,70 @@ pub const PROTO_UDP: u8 = 17;
 /// Per-CPU counter indices. Every packet the program sees increments
 /// [`counter::RX`] and exactly one verdict counter (`counter::VERDICTS`), so
 /// the verdict counters always add up to `RX`.
-pub mod counter {
-    /// Every packet the program saw.
-    pub const RX: u32 = 0;
-    /// ARP request for an active VIP answered in place (`XDP_TX`).
-    pub const ARP_REPLY: u32 = 1;
-    /// ICMP echo request to an active VIP answered in place (`XDP_TX`).
-    pub const ICMP_ECHO_REPLY: u32 = 2;
-    /// Forwarded to a backend on the receiving link (`XDP_TX`).
-    pub const FWD_TX: u32 = 3;
-    /// Forwarded to a backend on another link (`XDP_REDIRECT`).
-    pub const FWD_REDIRECT: u32 = 4;
-    /// For a backend on this node (VIP on `lo`): `XDP_PASS`.
-    pub const PASS_LOCAL: u32 = 5;
-    /// Not for a VIP, or for a VIP on a port or protocol with no service
-    /// (VRRP, management traffic, ...): `XDP_PASS`.
-    pub const PASS_OTHER: u32 = 6;
-    /// For a VIP this node does not hold now (backup): `XDP_PASS`.
-    pub const PASS_INACTIVE: u32 = 7;
-    /// For an active VIP while the agent's heartbeat is stale: `XDP_PASS`.
-    pub const PASS_STALE: u32 = 8;
-    /// IPv4 fragment for a VIP (no ports to steer by): `XDP_PASS`.
-    pub const PASS_FRAGMENT: u32 = 9;
-    /// Too short or odd to tell whether it is for us: `XDP_PASS`.
-    pub const PASS_MALFORMED: u32 = 10;
-    /// For a VIP, but malformed (bad IHL, length, TCP data offset,
-    /// truncated header): `XDP_DROP`.
-    pub const DROP_MALFORMED: u32 = 11;
-    /// For a service that has no usable backend: `XDP_DROP`.
-    pub const DROP_NO_BACKEND: u32 = 12;
-    /// A redirect the kernel refused (device gone): `XDP_DROP`.
-    pub const DROP_REDIRECT: u32 = 13;
-    /// A TCP segment of a flow whose backend health checks declared down,
-    /// answered with an RST in place so the client reconnects at once
-    /// ([`crate::SERVICE_RESET_ON_DOWN`]): `XDP_TX`.
-    pub const TCP_RESET: u32 = 14;
-    /// Not a verdict: a forwarded packet whose flow was in the flow table.
-    pub const FLOW_HIT: u32 = 15;
-    /// Not a verdict: a forwarded packet that created a flow-table entry.
-    pub const FLOW_NEW: u32 = 16;
+/// Declares the counters in order: each index constant with its doc, and
+/// [`counter::COUNT`] and [`counter::NAMES`] from the same list, so an index
+/// and its name cannot drift apart.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident = $text:literal,)*) => {
+        counters!(@index 0; $($(#[$doc])* $name,)*);
+        /// Size of the counter array.
+        #[expect(clippy::cast_possible_truncation, reason = "a few counters")]
+        pub const COUNT: u32 = NAMES.len() as u32;
+        /// Stable, Prometheus-friendly names, indexed by counter.
+        pub const NAMES: [&str; [$($text),*].len()] = [$($text),*];
+    };
+    (@index $n:expr; $(#[$doc:meta])* $name:ident, $($rest:tt)*) => {
+        $(#[$doc])*
+        pub const $name: u32 = $n;
+        counters!(@index $n + 1; $($rest)*);
+    };
+    (@index $n:expr;) => {};
+}
 
-    /// Size of the counter array.
-    pub const COUNT: u32 = 17;
+pub mod counter {
+    counters! {
+        /// Every packet the program saw.
+        RX = "rx",
+        /// ARP request for an active VIP answered in place (`XDP_TX`).
+        ARP_REPLY = "arp_reply",
+        /// ICMP echo request to an active VIP answered in place (`XDP_TX`).
+        ICMP_ECHO_REPLY = "icmp_echo_reply",
+        /// Forwarded to a backend on the receiving link (`XDP_TX`).
+        FWD_TX = "fwd_tx",
+        /// Forwarded to a backend on another link (`XDP_REDIRECT`).
+        FWD_REDIRECT = "fwd_redirect",
+        /// For a backend on this node (VIP on `lo`): `XDP_PASS`.
+        PASS_LOCAL = "pass_local",
+        /// Not for a VIP, or for a VIP on a port or protocol with no service
+        /// (VRRP, management traffic, ...): `XDP_PASS`.
+        PASS_OTHER = "pass_other",
+        /// For a VIP this node does not hold now (backup): `XDP_PASS`.
+        PASS_INACTIVE = "pass_inactive",
+        /// For an active VIP while the agent's heartbeat is stale: `XDP_PASS`.
+        PASS_STALE = "pass_stale",
+        /// IPv4 fragment for a VIP (no ports to steer by): `XDP_PASS`.
+        PASS_FRAGMENT = "pass_fragment",
+        /// Too short or odd to tell whether it is for us: `XDP_PASS`.
+        PASS_MALFORMED = "pass_malformed",
+        /// For a VIP, but malformed (bad IHL, length, TCP data offset,
+        /// truncated header): `XDP_DROP`.
+        DROP_MALFORMED = "drop_malformed",
+        /// For a service that has no usable backend: `XDP_DROP`.
+        DROP_NO_BACKEND = "drop_no_backend",
+        /// A redirect the kernel refused (device gone): `XDP_DROP`.
+        DROP_REDIRECT = "drop_redirect",
+        /// A TCP segment of a flow whose backend health checks declared down,
+        /// answered with an RST in place so the client reconnects at once
+        /// ([`crate::SERVICE_RESET_ON_DOWN`]): `XDP_TX`.
+        TCP_RESET = "tcp_reset",
+        /// Not a verdict: a forwarded packet whose flow was in the flow table.
+        FLOW_HIT = "flow_hit",
+        /// Not a verdict: a forwarded packet that created a flow-table entry.
+        FLOW_NEW = "flow_new",
+    }
+
     /// The verdict counters: exactly one moves per packet.
     pub const VERDICTS: core::ops::Range<u32> = ARP_REPLY..FLOW_HIT;
-
-    /// Stable, Prometheus-friendly names, indexed by counter.
-    pub const NAMES: [&str; COUNT as usize] = [
-        "rx",
-        "arp_reply",
-        "icmp_echo_reply",
-        "fwd_tx",
-        "fwd_redirect",
-        "pass_local",
-        "pass_other",
-        "pass_inactive",
-        "pass_stale",
-        "pass_fragment",
-        "pass_malformed",
-        "drop_malformed",
-        "drop_no_backend",
-        "drop_redirect",
-        "tcp_reset",
-        "flow_hit",
-        "flow_new",
-    ];
 }
 
 /// Value of [`maps::VIPS`]: whether this node answers for the VIP now, and
@@ -179,6 +235,20 @@ pub struct ServiceKey {
     /// [`PROTO_TCP`] or [`PROTO_UDP`].
     pub proto: u8,
     pub _pad: u8,
+}
+
+impl ServiceKey {
+    /// The key of the service at `vip` (its address bytes), `port` (host
+    /// order) and `proto` ([`PROTO_TCP`] or [`PROTO_UDP`]).
+    #[must_use]
+    pub const fn new(vip: [u8; 4], port: u16, proto: u8) -> Self {
+        Self {
+            vip: u32::from_ne_bytes(vip),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+        }
+    }
 }
 
 /// Value of [`maps::SERVICES`].
@@ -256,6 +326,22 @@ pub struct FlowKey {
     pub dport: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    /// The flow `src:sport -> dst:dport` over `proto` (addresses as their
+    /// bytes, ports in host order).
+    #[must_use]
+    pub const fn new(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, proto: u8) -> Self {
+        Self {
+            src: u32::from_ne_bytes(src),
+            dst: u32::from_ne_bytes(dst),
+            sport: sport.to_be(),
+            dport: dport.to_be(),
+            proto,
+            _pad: [0; 3],
+        }
+    }
 }
 
 /// Value of [`maps::FLOWS`].

@@ -31,48 +31,54 @@ use headers::{
 };
 use vip_common::{
     BACKEND_DOWN, BACKEND_ENABLED, BACKEND_LOCAL, Backend, BackendStats, FlowKey, FlowValue,
-    Heartbeat, LOOKUP_SIZE, LookupHalf, MAX_BACKENDS, MAX_FLOWS, MAX_SERVICES, MAX_TX_PORTS,
-    MAX_VIPS, NO_BACKEND, SERVICE_REHASH_ON_DOWN, SERVICE_RESET_ON_DOWN, Service, ServiceKey,
-    VipState, counter, flow_hash,
+    Heartbeat, LOOKUP_SIZE, LookupHalf, NO_BACKEND, SERVICE_REHASH_ON_DOWN, SERVICE_RESET_ON_DOWN,
+    Service, ServiceKey, VipState, counter, flow_hash, maps,
 };
+
+// Each map's name is its spec's (`vip_common::maps`; the macro takes only a
+// literal, and a test of the agent checks the object against the table).
 
 /// Which VIPs exist, whether this node holds each one now, and its MAC.
 #[map(name = "VIPS")]
-static VIPS: HashMap<u32, VipState> = HashMap::with_max_entries(MAX_VIPS, BPF_F_NO_PREALLOC);
+static VIPS: HashMap<u32, VipState> =
+    HashMap::with_max_entries(maps::VIPS_SPEC.max_entries, BPF_F_NO_PREALLOC);
 
 /// (VIP, port, protocol) -> service id and live table half; a write of one
 /// value switches the table (no-prealloc: readers keep the old value via RCU).
 #[map(name = "SERVICES")]
 static SERVICES: HashMap<ServiceKey, Service> =
-    HashMap::with_max_entries(MAX_SERVICES, BPF_F_NO_PREALLOC);
+    HashMap::with_max_entries(maps::SERVICES_SPEC.max_entries, BPF_F_NO_PREALLOC);
 
 /// Two Maglev halves per service: the agent fills the idle one, then flips.
 #[map(name = "LOOKUP")]
-static LOOKUP: Array<LookupHalf> = Array::with_max_entries(MAX_SERVICES * 2, 0);
+static LOOKUP: Array<LookupHalf> = Array::with_max_entries(maps::LOOKUP_SPEC.max_entries, 0);
 
 /// Backend id -> address, MACs, egress interface, flags.
 #[map(name = "BACKENDS")]
-static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+static BACKENDS: Array<Backend> = Array::with_max_entries(maps::BACKENDS_SPEC.max_entries, 0);
 
 /// 5-tuple -> backend, so flows stay put when the backend set changes.
 #[map(name = "FLOWS")]
-static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(maps::FLOWS_SPEC.max_entries, 0);
 
 /// Verdict and event counters (indices in `vip_common::counter`).
 #[map(name = "COUNTERS")]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+static COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(maps::COUNTERS_SPEC.max_entries, 0);
 
 /// Packets and bytes forwarded per backend id.
 #[map(name = "BACKEND_STATS")]
-static BACKEND_STATS: PerCpuArray<BackendStats> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+static BACKEND_STATS: PerCpuArray<BackendStats> =
+    PerCpuArray::with_max_entries(maps::BACKEND_STATS_SPEC.max_entries, 0);
 
 /// The agent's liveness stamp: a stale stamp turns this node passive.
 #[map(name = "HEARTBEAT")]
-static HEARTBEAT: Array<Heartbeat> = Array::with_max_entries(1, 0);
+static HEARTBEAT: Array<Heartbeat> = Array::with_max_entries(maps::HEARTBEAT_SPEC.max_entries, 0);
 
 /// Interfaces that backends behind another link are reached through.
 #[map(name = "TX_PORTS")]
-static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_TX_PORTS, 0);
+static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(maps::TX_PORTS_SPEC.max_entries, 0);
 
 /// An XDP action and the one verdict counter it moves.
 #[derive(Clone, Copy)]
