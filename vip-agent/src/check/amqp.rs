@@ -8,7 +8,7 @@ use amq_protocol::{
     protocol::{AMQPClass, connection},
     types::{FieldTable, LongString, ShortString},
 };
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 
 /// The AMQP 0-9-1 protocol header a client opens with.
 pub const AMQP_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -46,18 +46,12 @@ async fn read_frame<S: AsyncRead + Unpin>(
         if buf.len() >= MAX_FRAME {
             return Err(format!("frame larger than {MAX_FRAME} bytes"));
         }
-        let mut chunk = [0u8; 4096];
-        let n = s
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
-        if n == 0 {
+        if !super::tcp::read_more(s, buf).await? {
             return Err(format!(
                 "server closed the connection after {} byte(s) of a frame",
                 buf.len()
             ));
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -175,7 +169,7 @@ pub async fn amqp<S: AsyncRead + AsyncWrite + Unpin>(
 mod tests {
     use std::time::Duration;
 
-    use tokio::io::duplex;
+    use tokio::io::{AsyncReadExt as _, duplex};
 
     use super::*;
 

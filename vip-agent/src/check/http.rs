@@ -2,7 +2,9 @@
 //! the response parsed with `httparse`. Generic over the stream, so the
 //! tests drive it over in-memory pipes.
 
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+
+use super::tcp::read_more;
 
 /// The largest HTTP response head read.
 const MAX_HEAD: usize = 128 * 1024;
@@ -32,19 +34,13 @@ pub async fn http<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(|e| format!("write failed: {e}"))?;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
     let (status, head_len, length) = loop {
-        let n = s
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
-        if n == 0 {
+        if !read_more(s, &mut buf).await? {
             return Err(format!(
                 "server closed the connection after {} byte(s)",
                 buf.len()
             ));
         }
-        buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut headers);
         match resp.parse(&buf) {
@@ -75,14 +71,9 @@ pub async fn http<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let mut body = buf.split_off(head_len);
     while body.len() < MAX_BODY && length.is_none_or(|l| body.len() < l) {
-        let n = s
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
-        if n == 0 {
+        if !read_more(s, &mut body).await? {
             break;
         }
-        body.extend_from_slice(&chunk[..n]);
         if String::from_utf8_lossy(&body).contains(want) {
             return Ok(());
         }
@@ -96,7 +87,7 @@ pub async fn http<S: AsyncRead + AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::duplex;
+    use tokio::io::{AsyncReadExt as _, duplex};
 
     use super::*;
 

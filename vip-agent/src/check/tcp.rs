@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt as _},
+    net::TcpStream,
+};
 
 /// Connects to `addr`; the stream closes with an RST, as `HAProxy`'s checks
 /// do: no `TIME_WAIT` per probe (a thousand a second at 100 backends and
@@ -14,4 +17,16 @@ pub async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     })?;
     let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
     Ok(s)
+}
+
+/// Reads what `s` has next onto the end of `buf`; `false` at end of stream.
+/// The error reads "read failed: ...".
+pub async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result<bool, String> {
+    let mut chunk = [0u8; 4096];
+    let n = s
+        .read(&mut chunk)
+        .await
+        .map_err(|e| format!("read failed: {e}"))?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n > 0)
 }
