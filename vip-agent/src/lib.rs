@@ -20,6 +20,7 @@ pub mod maglev;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod store;
 pub mod vrrp;
 
 /// An error and its causes on one line: `what: because: because`.

@@ -20,7 +20,7 @@ use super::{
     sync::Groups,
     transport::{GarpSocket, Received, VRRP_GROUP, VrrpSocket},
 };
-use crate::{config, dataplane::Dataplane};
+use crate::{config, store::MapStore};
 
 /// The name `track_services` goes by among an instance's tracked items (a
 /// NUL cannot be in a check name a user writes).
@@ -185,7 +185,12 @@ impl Instance {
     /// Carries out every pending action. VIP-table writes happen here, in the
     /// same step as the advert; GARP bursts and notify hooks run as tasks and
     /// never block the machine.
-    pub fn drain_actions(&mut self, sock: &VrrpSocket, garp: &Arc<GarpSocket>, dp: &mut Dataplane) {
+    pub fn drain_actions(
+        &mut self,
+        sock: &VrrpSocket,
+        garp: &Arc<GarpSocket>,
+        dp: &mut dyn MapStore,
+    ) {
         self.drain_actions_deferring(sock, garp, dp, false);
     }
 
@@ -196,7 +201,7 @@ impl Instance {
         &mut self,
         sock: &VrrpSocket,
         garp: &Arc<GarpSocket>,
-        dp: &mut Dataplane,
+        dp: &mut dyn MapStore,
         defer_withdraw: bool,
     ) -> bool {
         let mut deferred = false;
@@ -239,7 +244,7 @@ impl Instance {
         now: Instant,
         sock: &VrrpSocket,
         garp: &Arc<GarpSocket>,
-        dp: &mut Dataplane,
+        dp: &mut dyn MapStore,
     ) {
         let was_master = self.machine.state() == State::Master;
         self.machine.handle_shutdown(now);
@@ -249,7 +254,7 @@ impl Instance {
         }
     }
 
-    fn set_vips(&mut self, dp: &mut Dataplane, active: bool, role: &str) {
+    fn set_vips(&mut self, dp: &mut dyn MapStore, active: bool, role: &str) {
         for vip in &self.cfg.vips {
             let state = VipState {
                 mac: self.mac,
@@ -397,19 +402,19 @@ impl Runtime {
 
     /// Applies the sync-group rules to what the last input did (`before`:
     /// the states before it), then carries out every instance's actions.
-    fn settle_and_drain(&mut self, now: Instant, before: &[State], dp: &mut Dataplane) {
+    fn settle_and_drain(&mut self, now: Instant, before: &[State], dp: &mut dyn MapStore) {
         self.groups.settle(now, &mut self.instances, before);
         self.drain(dp);
     }
 
-    fn drain(&mut self, dp: &mut Dataplane) {
+    fn drain(&mut self, dp: &mut dyn MapStore) {
         for i in &mut self.instances {
             i.drain_actions(&self.sock, &self.garp, dp);
         }
     }
 
     /// Starts every machine (an address owner becomes master at once).
-    pub fn startup(&mut self, now: Instant, dp: &mut Dataplane) {
+    pub fn startup(&mut self, now: Instant, dp: &mut dyn MapStore) {
         let before = self.states();
         for i in &mut self.instances {
             i.machine.handle_startup(now);
@@ -426,23 +431,29 @@ impl Runtime {
         &mut self,
         now: Instant,
         vrrp: &[config::Vrrp],
-        dp: &mut Dataplane,
+        dp: &mut dyn MapStore,
     ) -> (usize, usize, usize) {
+        let was: Vec<config::Vrrp> = self.instances.iter().map(|i| i.cfg.clone()).collect();
+        let changes = InstanceChanges::between(&was, vrrp);
         let mut old = std::mem::take(&mut self.instances);
         let mut next = Vec::with_capacity(vrrp.len());
-        let (mut restarted, mut started) = (0, 0);
+        let take = |old: &mut Vec<Instance>, name: &str| {
+            let pos = old
+                .iter()
+                .position(|i| i.cfg.name == name)
+                .expect("in the old set");
+            old.remove(pos)
+        };
         for cfg in vrrp {
-            if let Some(pos) = old.iter().position(|i| i.cfg == *cfg) {
-                next.push(old.remove(pos));
+            if changes.kept.contains(&cfg.name) {
+                next.push(take(&mut old, &cfg.name));
                 continue;
             }
-            if let Some(pos) = old.iter().position(|i| i.cfg.name == cfg.name) {
-                let mut gone = old.remove(pos);
+            if changes.restarted.contains(&cfg.name) {
+                let mut gone = take(&mut old, &cfg.name);
                 gone.stop(now, &self.sock, &self.garp, dp);
-                restarted += 1;
                 tracing::info!(instance = %cfg.name, "instance changed: restarting it");
             } else {
-                started += 1;
                 tracing::info!(instance = %cfg.name, "instance added");
             }
             let mut fresh = Instance::new(cfg.clone(), self.iface_mac, self.primary, now);
@@ -457,11 +468,11 @@ impl Runtime {
         self.instances = next;
         self.groups = Groups::new(self.instances.iter().map(|i| i.cfg.sync_group.as_deref()));
         self.drain(dp);
-        (restarted, stopped, started)
+        (changes.restarted.len(), stopped, changes.started.len())
     }
 
     /// Hands a received datagram to the instance with its VRID.
-    pub fn receive(&mut self, now: Instant, pkt: &Received, dp: &mut Dataplane) {
+    pub fn receive(&mut self, now: Instant, pkt: &Received, dp: &mut dyn MapStore) {
         let vrid = pkt.payload.get(1).copied();
         let before = self.states();
         match self.instances.iter_mut().find(|i| Some(i.cfg.vrid) == vrid) {
@@ -481,7 +492,7 @@ impl Runtime {
     }
 
     /// Fires expired timers, and the periodic gratuitous ARP of masters.
-    pub fn timeout(&mut self, now: Instant, dp: &mut Dataplane) {
+    pub fn timeout(&mut self, now: Instant, dp: &mut dyn MapStore) {
         let before = self.states();
         for i in &mut self.instances {
             i.machine.handle_timeout(now);
@@ -510,7 +521,7 @@ impl Runtime {
         link_up: bool,
         down: &dyn Fn(&str) -> bool,
         no_backends: &dyn Fn(&[Ipv4Addr]) -> bool,
-        dp: &mut Dataplane,
+        dp: &mut dyn MapStore,
     ) {
         let before = self.states();
         // `track_services` is one more tracked item, failing while every
@@ -576,7 +587,7 @@ impl Runtime {
     /// Both nodes forward through identical tables meanwhile, so clients
     /// see no gap while their ARP entries move. Heartbeat stamps keep XDP
     /// acting for that long.
-    pub async fn shutdown(&mut self, dp: &mut Dataplane, dead_after: Duration) {
+    pub async fn shutdown(&mut self, dp: &mut dyn MapStore, dead_after: Duration) {
         let now = Instant::now();
         let mut waiting = Vec::new();
         for (n, i) in self.instances.iter_mut().enumerate() {
@@ -613,5 +624,80 @@ impl Runtime {
                 i.set_vips(dp, false, "stopped");
             }
         }
+    }
+}
+/// What a reload does to the VRRP instances, by name: an instance whose
+/// configuration is unchanged keeps running (role, timers and counters
+/// untouched); one whose configuration changed is stopped (a master sends
+/// priority 0) and started afresh; new ones start, missing ones stop.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct InstanceChanges {
+    pub kept: Vec<String>,
+    pub restarted: Vec<String>,
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+}
+
+impl InstanceChanges {
+    /// The changes from `old` to `new` (names are unique in each).
+    #[must_use]
+    pub fn between(old: &[config::Vrrp], new: &[config::Vrrp]) -> Self {
+        let mut changes = Self::default();
+        for cfg in new {
+            match old.iter().find(|o| o.name == cfg.name) {
+                Some(o) if o == cfg => changes.kept.push(cfg.name.clone()),
+                Some(_) => changes.restarted.push(cfg.name.clone()),
+                None => changes.started.push(cfg.name.clone()),
+            }
+        }
+        changes.stopped = old
+            .iter()
+            .filter(|o| new.iter().all(|n| n.name != o.name))
+            .map(|o| o.name.clone())
+            .collect();
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// Three instances, `VI_1` to `VI_3`.
+    fn instances() -> Vec<config::Vrrp> {
+        let text = "[node]\ninterface = \"eth0\"\nname = \"lb1\"\n\n\
+                    [[vrrp]]\nname = \"VI_1\"\nvrid = 51\nvips = [\"10.99.0.100\"]\n\n\
+                    [[vrrp]]\nname = \"VI_2\"\nvrid = 52\nvips = [\"10.99.0.101\"]\n\n\
+                    [[vrrp]]\nname = \"VI_3\"\nvrid = 53\nvips = [\"10.99.0.102\"]\n";
+        config::Config::parse(text, Path::new("test.toml"))
+            .expect("valid")
+            .vrrp
+    }
+
+    #[test]
+    fn a_reload_restarts_only_the_instances_whose_config_changed() {
+        let old = instances();
+        let mut new = old.clone();
+        new[1].priority = 150;
+        new.remove(2);
+        let mut vi4 = old[0].clone();
+        vi4.name = "VI_4".into();
+        vi4.vrid = 54;
+        new.push(vi4);
+        let changes = InstanceChanges::between(&old, &new);
+        assert_eq!(
+            changes,
+            InstanceChanges {
+                kept: vec!["VI_1".into()],
+                restarted: vec!["VI_2".into()],
+                started: vec!["VI_4".into()],
+                stopped: vec!["VI_3".into()],
+            }
+        );
+        let same = InstanceChanges::between(&old, &old);
+        assert_eq!(same.kept.len(), 3);
+        assert!(same.restarted.is_empty() && same.started.is_empty() && same.stopped.is_empty());
     }
 }

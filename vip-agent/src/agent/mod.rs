@@ -1,9 +1,16 @@
 //! The agent: turns a config into the data plane's maps and keeps them true.
 //!
-//! `Ids` assigns stable service and backend ids (config order on a fresh
-//! start, kept across reloads and restarts so flows stay on their backends);
-//! `plan` turns a config into the wanted map contents; `Agent` applies a plan,
-//! stamps the heartbeat, re-resolves backend MACs and reloads on SIGHUP.
+//! The core is free of I/O and unit-tested without a kernel: [`plan`] (stable
+//! ids, steering, the wanted map contents) and [`apply`] (writing a plan
+//! through [`MapStore`] in a safe order). [`status`] builds the snapshots
+//! that vipctl, the control socket and `/metrics` show. This file is the
+//! shell: [`Agent`] owns the data plane, the sockets and the tasks, and its
+//! run loop turns every input (VRRP packets and timers, link and check
+//! events, the control socket, signals) into calls on the core.
+
+mod apply;
+mod plan;
+mod status;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -12,18 +19,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use vip_common::{
-    BACKEND_DOWN, BACKEND_DRAINING, BACKEND_ENABLED, BACKEND_LOCAL, Backend, LOOKUP_SIZE,
-    MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP, SERVICE_REHASH_ON_DOWN,
-    SERVICE_RESET_ON_DOWN, ServiceKey, VipState,
+pub use self::{
+    apply::{Applied, apply},
+    plan::{
+        BackendPlan, CapacityError, Ids, Plan, Resolved, ServiceIdent, ServicePlan, Steering,
+        dead_time, no_backends, plan, service_checks, service_ident, service_key, stamp_period,
+    },
 };
-
 use crate::{
-    config::{Config, ConfigError, OnBackendDown, Protocol},
+    config::{Config, ConfigError},
     dataplane::{AttachMode, Dataplane, DataplaneError},
-    maglev,
     net::{Iface, Net, NetError, arp_resolve, fmt_mac},
+    store::MapStore,
 };
+use vip_common::VipState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -37,8 +46,8 @@ pub enum AgentError {
     Bpffs(#[from] crate::bpffs::BpffsError),
     #[error("cannot start the node checks: {0}")]
     Checks(#[from] crate::check::runner::HealthError),
-    #[error("too many {what}: at most {max}")]
-    Capacity { what: &'static str, max: u32 },
+    #[error(transparent)]
+    Capacity(#[from] CapacityError),
     #[error("{path}: {what}")]
     Io {
         what: String,
@@ -46,374 +55,6 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Where an id-keyed thing lives: a service by (VIP, port, protocol), a
-/// backend by (service id, address).
-pub type ServiceIdent = (Ipv4Addr, u16, u8);
-
-/// Runtime changes to the configured backend set: backends an operator
-/// drained (`vipctl drain`), and backends health checks declared down, with
-/// the reason.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Steering {
-    pub drained: BTreeSet<Ipv4Addr>,
-    pub down: BTreeMap<(ServiceIdent, Ipv4Addr), String>,
-}
-
-/// Stable ids for services and backends.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Ids {
-    services: BTreeMap<ServiceIdent, u32>,
-    backends: BTreeMap<(u32, Ipv4Addr), u32>,
-}
-
-impl Ids {
-    /// Ids found in pinned maps (an agent restarting over a running data plane).
-    pub fn from_dataplane(dp: &Dataplane) -> Result<Self, DataplaneError> {
-        let mut ids = Self::default();
-        for (key, svc) in dp.services()?.into_values() {
-            ids.services.insert(
-                (
-                    Ipv4Addr::from(key.vip.to_ne_bytes()),
-                    u16::from_be(key.port),
-                    key.proto,
-                ),
-                svc.id,
-            );
-        }
-        for (i, b) in dp.backends()?.iter().enumerate() {
-            if b.flags & BACKEND_ENABLED != 0 {
-                let id = u32::try_from(i).expect("MAX_BACKENDS fits u32");
-                ids.backends
-                    .insert((b.service, Ipv4Addr::from(b.addr.to_ne_bytes())), id);
-            }
-        }
-        Ok(ids)
-    }
-
-    fn lowest_free(used: impl Iterator<Item = u32>, max: u32) -> Option<u32> {
-        let used: BTreeSet<u32> = used.collect();
-        (0..max).find(|i| !used.contains(i))
-    }
-
-    /// Keeps the ids of what `config` still has, drops the rest, and gives
-    /// new things the lowest free ids (so a fresh start numbers in config order).
-    pub fn assign(&mut self, config: &Config) -> Result<(), AgentError> {
-        let wanted: Vec<ServiceIdent> = config.services.iter().map(service_ident).collect();
-        self.services.retain(|k, _| wanted.contains(k));
-        for ident in &wanted {
-            if !self.services.contains_key(ident) {
-                let id = Self::lowest_free(self.services.values().copied(), MAX_SERVICES).ok_or(
-                    AgentError::Capacity {
-                        what: "services",
-                        max: MAX_SERVICES,
-                    },
-                )?;
-                self.services.insert(*ident, id);
-            }
-        }
-        let mut wanted_backends = Vec::new();
-        for svc in &config.services {
-            let sid = self.services[&service_ident(svc)];
-            for b in &svc.backends {
-                wanted_backends.push((sid, b.address));
-            }
-        }
-        self.backends.retain(|k, _| wanted_backends.contains(k));
-        for key in wanted_backends {
-            if !self.backends.contains_key(&key) {
-                let id = Self::lowest_free(self.backends.values().copied(), MAX_BACKENDS).ok_or(
-                    AgentError::Capacity {
-                        what: "backends",
-                        max: MAX_BACKENDS,
-                    },
-                )?;
-                self.backends.insert(key, id);
-            }
-        }
-        Ok(())
-    }
-
-    #[must_use]
-    pub fn service(&self, ident: &ServiceIdent) -> Option<u32> {
-        self.services.get(ident).copied()
-    }
-
-    #[must_use]
-    pub fn backend(&self, service: u32, addr: Ipv4Addr) -> Option<u32> {
-        self.backends.get(&(service, addr)).copied()
-    }
-}
-
-fn proto_num(p: Protocol) -> u8 {
-    match p {
-        Protocol::Tcp => PROTO_TCP,
-        Protocol::Udp => PROTO_UDP,
-    }
-}
-
-/// The identity of a configured service.
-#[must_use]
-pub fn service_ident(s: &crate::config::Service) -> ServiceIdent {
-    (s.vip, s.port, proto_num(s.protocol))
-}
-
-/// The map key of a service.
-#[must_use]
-pub fn service_key(vip: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
-    ServiceKey::new(vip.octets(), port, proto)
-}
-
-/// What the agent knows about one backend's link-layer address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Resolved {
-    pub ifindex: u32,
-    pub mac: [u8; 6],
-    pub src_mac: [u8; 6],
-    pub local: bool,
-}
-
-/// One backend as it should appear in the maps.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackendPlan {
-    pub id: u32,
-    pub addr: Ipv4Addr,
-    pub weight: u32,
-    /// Weight 0 or drained by an operator: keeps its flows, takes no new ones.
-    pub draining: bool,
-    /// Declared down by the service's health check.
-    pub down: bool,
-    /// `None` while the backend's MAC is unknown: it stays out of the table.
-    pub resolved: Option<Resolved>,
-}
-
-impl BackendPlan {
-    /// Whether new flows may land on it.
-    #[must_use]
-    pub fn in_table(&self) -> bool {
-        self.resolved.is_some() && !self.draining && !self.down && self.weight > 0
-    }
-}
-
-/// One service as it should appear in the maps.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServicePlan {
-    pub id: u32,
-    pub vip: Ipv4Addr,
-    pub port: u16,
-    pub proto: u8,
-    /// `SERVICE_*` flags (what XDP does with flows of a down backend).
-    pub flags: u32,
-    pub backends: Vec<BackendPlan>,
-}
-
-impl ServicePlan {
-    #[must_use]
-    pub fn key(&self) -> ServiceKey {
-        service_key(self.vip, self.port, self.proto)
-    }
-
-    /// The Maglev table: backends with weight > 0 and a known MAC that are
-    /// neither drained nor down.
-    #[must_use]
-    pub fn table(&self) -> Vec<u32> {
-        let identities: Vec<[u8; 4]> = self.backends.iter().map(|b| b.addr.octets()).collect();
-        let entries: Vec<maglev::Entry<'_>> = self
-            .backends
-            .iter()
-            .zip(&identities)
-            .filter(|(b, _)| b.in_table())
-            .map(|(b, ident)| maglev::Entry {
-                identity: ident,
-                weight: b.weight,
-                id: b.id,
-            })
-            .collect();
-        maglev::build(&entries, LOOKUP_SIZE, NO_BACKEND)
-    }
-
-    fn map_backend(&self, b: &BackendPlan) -> Backend {
-        let r = b.resolved.expect("only resolved backends are written");
-        let mut flags = BACKEND_ENABLED;
-        if r.local {
-            flags |= BACKEND_LOCAL;
-        }
-        if b.draining || b.weight == 0 {
-            flags |= BACKEND_DRAINING;
-        }
-        if b.down {
-            flags |= BACKEND_DOWN;
-        }
-        Backend {
-            addr: u32::from_ne_bytes(b.addr.octets()),
-            ifindex: r.ifindex,
-            mac: r.mac,
-            src_mac: r.src_mac,
-            flags,
-            service: self.id,
-        }
-    }
-}
-
-/// Everything the maps should hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Plan {
-    pub vips: BTreeMap<Ipv4Addr, VipState>,
-    pub services: Vec<ServicePlan>,
-}
-
-/// Builds the plan for `config` with `ids`, the node's interfaces and what is
-/// known of backend MACs.
-#[must_use]
-pub fn plan(
-    config: &Config,
-    ids: &Ids,
-    iface: &Iface,
-    all: &[Iface],
-    macs: &BTreeMap<Ipv4Addr, Resolved>,
-    vrrp_vips: &BTreeMap<Ipv4Addr, VipState>,
-    steering: &Steering,
-) -> Plan {
-    // VIPs of a VRRP instance are active while it is master; every other
-    // service VIP is owned statically by this node.
-    let mut vips = vrrp_vips.clone();
-    let mut services = Vec::new();
-    for svc in &config.services {
-        vips.entry(svc.vip).or_insert(VipState {
-            mac: iface.mac,
-            active: 1,
-            _pad: 0,
-        });
-        let id = ids.service(&service_ident(svc)).expect("ids assigned");
-        let backends = svc
-            .backends
-            .iter()
-            .map(|b| {
-                let local = all
-                    .iter()
-                    .any(|i| i.addrs.iter().any(|(a, _)| *a == b.address));
-                let resolved = if local {
-                    Some(Resolved {
-                        ifindex: iface.index,
-                        mac: iface.mac,
-                        src_mac: iface.mac,
-                        local: true,
-                    })
-                } else {
-                    macs.get(&b.address).copied()
-                };
-                BackendPlan {
-                    id: ids.backend(id, b.address).expect("ids assigned"),
-                    addr: b.address,
-                    weight: b.weight,
-                    draining: b.weight == 0 || steering.drained.contains(&b.address),
-                    down: steering.down.contains_key(&(service_ident(svc), b.address)),
-                    resolved,
-                }
-            })
-            .collect();
-        services.push(ServicePlan {
-            id,
-            vip: svc.vip,
-            port: svc.port,
-            proto: proto_num(svc.protocol),
-            flags: service_flags(svc),
-            backends,
-        });
-    }
-    Plan { vips, services }
-}
-
-/// The `SERVICE_*` flags of a configured service.
-fn service_flags(svc: &crate::config::Service) -> u32 {
-    match svc.on_backend_down {
-        OnBackendDown::Reset => SERVICE_RESET_ON_DOWN,
-        OnBackendDown::Rehash => SERVICE_REHASH_ON_DOWN,
-        OnBackendDown::Keep => 0,
-    }
-}
-
-/// What [`apply`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Applied {
-    /// Lookup tables rebuilt and switched.
-    pub switched: u64,
-    /// How long the last one took (build, fill, flip).
-    pub last_us: u64,
-}
-
-/// Writes `plan` into the maps, replacing `old` (the plan last applied).
-/// Backends first, then each table switch, then removals, so no packet ever
-/// meets a table slot naming a backend that is not written yet.
-pub fn apply(
-    dp: &mut Dataplane,
-    old: Option<&Plan>,
-    plan: &Plan,
-) -> Result<Applied, DataplaneError> {
-    let mut applied = Applied::default();
-    for svc in &plan.services {
-        for b in svc.backends.iter().filter(|b| b.resolved.is_some()) {
-            dp.set_backend(b.id, &svc.map_backend(b))?;
-            let r = b.resolved.expect("filtered");
-            if !r.local {
-                dp.add_tx_port(r.ifindex)?;
-            }
-        }
-    }
-    for svc in &plan.services {
-        let unchanged = old
-            .and_then(|o| o.services.iter().find(|s| s.id == svc.id))
-            .is_some_and(|o| o == svc);
-        if !unchanged {
-            let t0 = Instant::now();
-            dp.switch_table(svc.key(), svc.id, svc.flags, &svc.table())?;
-            applied.switched += 1;
-            applied.last_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-            tracing::info!(
-                service = %format!("{}:{}", svc.vip, svc.port),
-                backends = svc.backends.iter().filter(|b| b.in_table()).count(),
-                took_us = applied.last_us,
-                "lookup table switched"
-            );
-        }
-    }
-    for (vip, state) in &plan.vips {
-        dp.set_vip(*vip, *state)?;
-    }
-    prune(dp, plan)?;
-    Ok(applied)
-}
-
-/// Removes from the maps whatever `plan` does not hold: services, backends
-/// (flags cleared, so the program stops following flows to them) and VIPs.
-/// Works from the maps themselves, so it also cleans up after a previous
-/// agent whose pins were adopted.
-fn prune(dp: &mut Dataplane, plan: &Plan) -> Result<(), DataplaneError> {
-    for (key, _) in dp.services()?.into_values() {
-        if !plan.services.iter().any(|s| s.key() == key) {
-            dp.remove_service(&key)?;
-        }
-    }
-    let live: BTreeSet<u32> = plan
-        .services
-        .iter()
-        .flat_map(|s| &s.backends)
-        .filter(|b| b.resolved.is_some())
-        .map(|b| b.id)
-        .collect();
-    for (i, b) in dp.backends()?.iter().enumerate() {
-        let id = u32::try_from(i).expect("MAX_BACKENDS fits u32");
-        if b.flags != 0 && !live.contains(&id) {
-            dp.set_backend(id, &Backend::default())?;
-        }
-    }
-    for vip in dp.vips()?.into_keys() {
-        if !plan.vips.contains_key(&vip) {
-            dp.remove_vip(vip)?;
-        }
-    }
-    Ok(())
 }
 
 /// Resolves the MACs of every non-local backend of `config` that sits on a
@@ -495,68 +136,6 @@ pub async fn resolve_backends(
     Ok(out)
 }
 
-/// The heartbeat dead time: `[node] dead_time`; with VRRP, 4.5 advert
-/// intervals of the slowest instance; else 1 s.
-///
-/// A killed agent must not stop forwarding before a backup takes over, and
-/// the latest a backup can take over is `Master_Down_Interval` at priority 1,
-/// just under 4 intervals after the last advert. Stamped every dead/9, the
-/// program turns passive between 4 and 4.5 intervals after the crash: after
-/// the takeover (no gap; both nodes forward through identical tables for at
-/// most that half interval plus one), never long after it.
-#[must_use]
-pub fn dead_time(config: &Config) -> Duration {
-    if let Some(d) = config.node.dead_time {
-        return d;
-    }
-    config
-        .vrrp
-        .iter()
-        .map(|v| v.advert_interval * 9 / 2)
-        .max()
-        .unwrap_or(Duration::from_secs(1))
-}
-
-/// How often the heartbeat is stamped for a dead time.
-#[must_use]
-pub fn stamp_period(dead: Duration) -> Duration {
-    (dead / 9).clamp(Duration::from_millis(1), Duration::from_millis(250))
-}
-
-/// One VRRP instance as `vipctl status` shows it.
-fn instance_status(i: &crate::vrrp::instance::Instance) -> crate::control::InstanceStatus {
-    crate::control::InstanceStatus {
-        name: i.cfg.name.clone(),
-        vrid: i.cfg.vrid,
-        state: i.machine.state().as_str().to_owned(),
-        priority: i.machine.priority(),
-        base_priority: i.cfg.priority,
-        vips: i.cfg.vips.clone(),
-        since_s: i.since.elapsed().as_secs_f64(),
-        transitions: i.transitions,
-        adverts_sent: i.sent,
-        adverts_received: i.received,
-        adverts_dropped: i
-            .dropped
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), *v))
-            .collect(),
-        sync_group: i.cfg.sync_group.clone(),
-    }
-}
-
-/// Whether every service on one of `vips` has lost all its backends (down
-/// or unreachable); false when no service uses them.
-fn no_backends(plan: &Plan, vips: &[Ipv4Addr]) -> bool {
-    let mut services = plan
-        .services
-        .iter()
-        .filter(|s| vips.contains(&s.vip))
-        .peekable();
-    services.peek().is_some()
-        && services.all(|s| s.backends.iter().all(|b| b.down || b.resolved.is_none()))
-}
-
 /// The VRRP runtime of `config` on `iface` (none without `[[vrrp]]`),
 /// not started yet.
 fn open_vrrp(
@@ -585,28 +164,6 @@ fn open_vrrp(
         path: PathBuf::from(&iface.name),
         source,
     })
-}
-
-/// What the backend checks of a config are: per service, its identity,
-/// check and backend addresses.
-fn service_checks(
-    config: &Config,
-) -> Vec<(
-    ServiceIdent,
-    Option<crate::config::ServiceCheck>,
-    Vec<Ipv4Addr>,
-)> {
-    config
-        .services
-        .iter()
-        .map(|s| {
-            (
-                service_ident(s),
-                s.check.clone(),
-                s.backends.iter().map(|b| b.address).collect(),
-            )
-        })
-        .collect()
 }
 
 /// What a background resolution found: the backend addresses it looked
@@ -802,12 +359,7 @@ impl Agent {
             }
         }
         // Health verdicts of backends that are gone are forgotten.
-        let idents: BTreeSet<(ServiceIdent, Ipv4Addr)> = config
-            .services
-            .iter()
-            .flat_map(|s| s.backends.iter().map(|b| (service_ident(s), b.address)))
-            .collect();
-        self.steering.down.retain(|k, _| idents.contains(k));
+        self.steering.retain_configured(&config);
         let checks_changed = config.checks != self.config.checks
             || service_checks(&config) != service_checks(&self.config);
         if checks_changed {
@@ -914,11 +466,7 @@ impl Agent {
                 2,
             );
         }
-        let changed = if drain {
-            self.steering.drained.insert(addr)
-        } else {
-            self.steering.drained.remove(&addr)
-        };
+        let changed = self.steering.set_drained(addr, drain);
         if let Err(e) = self.replan().await {
             return Reply::error(
                 format!("cannot rewrite the maps: {}", crate::error_chain(&e)),
@@ -975,127 +523,6 @@ impl Agent {
         // Done either way: the new configuration, or the old one still.
         let _ = crate::notify::notify("READY=1");
         r
-    }
-
-    /// The `[[check]]`s as `vipctl status` shows them.
-    fn check_statuses(&self) -> Vec<crate::control::CheckStatus> {
-        use crate::control::CheckStatus;
-        self.config
-            .checks
-            .iter()
-            .map(|c| {
-                let (up, reason) = self.checks.get(&c.name).cloned().unwrap_or_default();
-                let stats = self
-                    .node_stats
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(&c.name).copied())
-                    .unwrap_or_default();
-                CheckStatus {
-                    name: c.name.clone(),
-                    kind: c.probe.kind().to_string(),
-                    up,
-                    reason,
-                    probes: stats.probes,
-                    failures: stats.failures,
-                    flaps: stats.flaps,
-                    latency_ms: stats.last_latency.as_secs_f64() * 1e3,
-                }
-            })
-            .collect()
-    }
-
-    /// The node's state now.
-    #[must_use]
-    pub fn status(&self) -> crate::control::Status {
-        use crate::control::{BackendStatus, ServiceStatus, Status};
-        let counters = self
-            .dp
-            .counters()
-            .unwrap_or([0; vip_common::counter::COUNT as usize]);
-        let now_ns = crate::dataplane::monotonic_ns();
-        let hb = self.dp.heartbeat().unwrap_or_default();
-        #[expect(clippy::cast_precision_loss, reason = "ages in ns fit f64 well enough")]
-        let heartbeat_age_ms = now_ns.saturating_sub(hb.stamp_ns) as f64 / 1e6;
-        let instances = self
-            .vrrp
-            .iter()
-            .flat_map(|v| &v.instances)
-            .map(instance_status)
-            .collect();
-        let checks = self.check_statuses();
-        let checked = self
-            .backend_stats
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default();
-        let services = self
-            .config
-            .services
-            .iter()
-            .zip(&self.plan.services)
-            .map(|(svc, sp)| ServiceStatus {
-                vip: svc.vip,
-                port: svc.port,
-                protocol: svc.protocol.to_string(),
-                check: svc.check.as_ref().map(|c| c.probe.kind().to_string()),
-                backends: sp
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        let stats = self.dp.backend_stats(b.id).unwrap_or_default();
-                        let reason = self
-                            .steering
-                            .down
-                            .get(&(service_ident(svc), b.addr))
-                            .cloned()
-                            .unwrap_or_default();
-                        let c = self
-                            .checked_services
-                            .iter()
-                            .position(|i| *i == service_ident(svc))
-                            .and_then(|n| checked.get(&(n, b.addr)).copied())
-                            .unwrap_or_default();
-                        BackendStatus {
-                            check_probes: c.probes,
-                            check_failures: c.failures,
-                            check_flaps: c.flaps,
-                            check_latency_ms: c.last_latency.as_secs_f64() * 1e3,
-                            address: b.addr,
-                            id: b.id,
-                            weight: b.weight,
-                            up: !b.down,
-                            draining: b.draining,
-                            in_table: b.in_table(),
-                            mac: b.resolved.map(|r| fmt_mac(&r.mac)),
-                            reason,
-                            packets: stats.packets,
-                            bytes: stats.bytes,
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
-        Status {
-            node: self.config.node.name.clone(),
-            interface: self.iface.name.clone(),
-            xdp_mode: self.mode.as_str().to_owned(),
-            pid: std::process::id(),
-            uptime_s: self.started.elapsed().as_secs_f64(),
-            heartbeat_age_ms,
-            dead_time_ms: dead_time(&self.config).as_secs_f64() * 1e3,
-            instances,
-            checks,
-            services,
-            counters: vip_common::counter::NAMES
-                .iter()
-                .zip(counters)
-                .map(|(n, v)| ((*n).to_owned(), v))
-                .collect(),
-            table_rebuilds: self.rebuilds,
-            last_rebuild_us: self.last_rebuild_us,
-            reloads: self.reloads,
-        }
     }
 
     /// Re-evaluates VRRP priorities and faults after a node check, the link
@@ -1166,11 +593,7 @@ impl Agent {
             return Ok(());
         };
         let key = (ident, ev.backend);
-        let changed = if ev.up {
-            self.steering.down.remove(&key).is_some()
-        } else {
-            self.steering.down.insert(key, ev.reason.clone()).is_none()
-        };
+        let changed = self.steering.set_down(key, ev.up, &ev.reason);
         if !changed {
             return Ok(());
         }
