@@ -11,8 +11,7 @@
 //! Run with `cargo xtask bench` (it builds the release agent); the markdown
 //! goes to stdout and is appended to `VIP_BENCH_REPORT` when set.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use vip_tests::kit as common;
 
 use std::{
     fmt::Write as _,

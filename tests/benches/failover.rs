@@ -34,8 +34,7 @@
     reason = "scenario benches read best as one story"
 )]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use vip_tests::kit as common;
 
 use std::{
     fmt::Write as _,

@@ -4,11 +4,14 @@
 //! `cargo xtask lab|run` and the benchmarks) and [`frames`] (test frames for
 //! `BPF_PROG_TEST_RUN`).
 //!
-//! This library must not depend on vip-agent or aya: xtask links it before
-//! the eBPF toolchain is installed.
+//! Without its `agent` feature ([`kit`], on by default) this library does not
+//! depend on vip-agent or aya: xtask links it that way, before the eBPF
+//! toolchain is installed.
 
 pub mod broker;
 pub mod frames;
+#[cfg(feature = "agent")]
+pub mod kit;
 pub mod lab;
 pub mod netns;
 pub mod programs;

@@ -5,7 +5,7 @@
     reason = "scenario tests read best as one story"
 )]
 
-mod common;
+use vip_tests::kit as common;
 
 use std::{
     collections::BTreeMap,

@@ -9,7 +9,7 @@
     reason = "scenario tests read best as one story"
 )]
 
-mod common;
+use vip_tests::kit as common;
 
 use std::{
     io::{Read as _, Write as _},

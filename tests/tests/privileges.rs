@@ -4,7 +4,7 @@
 //! naming the capability; the systemd unit in the repository grants exactly
 //! that list.
 
-mod common;
+use vip_tests::kit as common;
 
 use std::{
     path::{Path, PathBuf},

@@ -1,7 +1,8 @@
-//! Shared by the netns integration tests: starting agents in lab namespaces
-//! with a private bpffs, and talking to lab backends from the client.
-
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+//! The test kit the netns integration tests and the benches share: starting
+//! agents in lab namespaces with a private bpffs, talking to lab backends
+//! from the client, and waiting on conditions with deadlines. Behind the
+//! `agent` feature (on by default): xtask builds this library without it,
+//! before the eBPF toolchain that vip-agent needs exists.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -11,11 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::lab::{Lab, LabOptions, default_backend_bin};
 use vip_agent::dataplane::{Maps, pin_dir};
-use vip_tests::lab::{Lab, LabOptions};
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
 
+#[must_use]
 pub fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -37,9 +39,10 @@ pub fn sibling_bin(name: &str) -> PathBuf {
     bin
 }
 
+#[must_use]
 pub fn lab(tag: &str) -> Lab {
     let mut opts = LabOptions::unique(tag);
-    opts.backend_bin = PathBuf::from(env!("CARGO_BIN_EXE_vip-lab-backend"));
+    opts.backend_bin = default_backend_bin();
     Lab::up(opts).expect("lab up")
 }
 
@@ -57,7 +60,7 @@ pub struct Agent {
     dir: PathBuf,
 }
 
-pub use vip_tests::lab::agent_config as config_text;
+pub use crate::lab::agent_config as config_text;
 
 impl Agent {
     /// Starts vip-agent in `node` of `lab` and waits until XDP is attached
@@ -109,6 +112,7 @@ impl Agent {
     }
 
     /// The config file's text for `backends`, with this agent's extras.
+    #[must_use]
     pub fn text(&self, backends: &[(&str, u32)]) -> String {
         config_text(&self.name, &self.bpffs, backends).replacen(
             "[node]\n",
@@ -118,8 +122,9 @@ impl Agent {
     }
 
     /// The agent's control socket.
+    #[must_use]
     pub fn control_socket(&self) -> PathBuf {
-        vip_tests::lab::control_socket(&self.name, &self.bpffs)
+        crate::lab::control_socket(&self.name, &self.bpffs)
     }
 
     /// One control-socket request.
@@ -131,6 +136,7 @@ impl Agent {
     }
 
     /// The agent's status through its control socket.
+    #[must_use]
     pub fn status(&self) -> vip_agent::control::Status {
         let reply = self
             .control(vip_agent::control::Command::Status)
@@ -144,7 +150,7 @@ impl Agent {
         let sock_path = self.dir.join("notify.sock");
         let _ = std::fs::remove_file(&sock_path);
         let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("notify socket");
-        let mut cmd = vip_tests::programs::command(sibling_bin("vip-agent")).expect("vip-agent");
+        let mut cmd = crate::programs::command(sibling_bin("vip-agent")).expect("vip-agent");
         cmd.arg("--config")
             .arg(&self.config)
             .env("VIP_LOG", "info,netlink_packet_route=error")
@@ -165,16 +171,19 @@ impl Agent {
         child.wait().expect("wait vip-agent");
     }
 
+    #[must_use]
     pub fn pins(&self) -> PathBuf {
         pin_dir(&self.bpffs, &self.name)
     }
 
+    #[must_use]
     pub fn maps(&self) -> Maps {
         Maps::open_pinned(&self.pins()).expect("open pinned maps")
     }
 
     /// Whether this node's VIP table marks `vip` active (its VRRP instance
     /// is master).
+    #[must_use]
     pub fn holds(&self, vip: Ipv4Addr) -> bool {
         self.maps()
             .vips()
@@ -311,7 +320,7 @@ pub fn ping(dst: Ipv4Addr, ident: u16, timeout: Duration) -> std::io::Result<Dur
     // SAFETY: fresh fd we own.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-    let request = vip_tests::frames::icmp_echo(8, ident, 1, b"vip-ping");
+    let request = crate::frames::icmp_echo(8, ident, 1, b"vip-ping");
     let addr = libc::sockaddr_in {
         sin_family: libc::sa_family_t::try_from(libc::AF_INET).expect("small"),
         sin_port: 0,
@@ -360,12 +369,12 @@ pub fn ping(dst: Ipv4Addr, ident: u16, timeout: Duration) -> std::io::Result<Dur
             && buf[ihl + 4..ihl + 6] == ident.to_be_bytes()
         {
             assert_eq!(
-                vip_tests::frames::checksum(&buf[ihl..n]),
+                crate::frames::checksum(&buf[ihl..n]),
                 0,
                 "echo reply checksum"
             );
             assert_eq!(
-                vip_tests::frames::checksum(&buf[..ihl]),
+                crate::frames::checksum(&buf[..ihl]),
                 0,
                 "IP header checksum"
             );
@@ -382,6 +391,7 @@ pub fn ping(dst: Ipv4Addr, ident: u16, timeout: Duration) -> std::io::Result<Dur
 pub struct DirGuard(pub PathBuf);
 
 impl DirGuard {
+    #[must_use]
     pub fn new(path: PathBuf) -> Self {
         std::fs::create_dir_all(&path).expect("create test dir");
         Self(path)
