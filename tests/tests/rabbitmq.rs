@@ -15,13 +15,9 @@ use std::{
 
 use vip_tests::{
     broker::{self, BrokerOptions, amqp_greeting, live_processes_in, netns_id},
+    kit::{is_root, wait_for},
     lab::{Lab, LabOptions},
 };
-
-fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Asks `addr` from the client namespace for its first frame and checks it
 /// is AMQP 0-9-1's `connection.start`: a method frame (type 1) on channel 0
@@ -47,21 +43,6 @@ fn assert_connection_start(lab: &Lab, addr: SocketAddr) {
     );
     assert_eq!(payload[4..6], [0, 9], "{addr}: not version 0-9");
     assert_eq!(frame.last(), Some(&0xce), "{addr}: no frame end");
-}
-
-/// Polls `f` every 50 ms until it returns `Some`, at most `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -24,6 +24,7 @@ use vip_tests::frames::{
     ETH_P_ARP, ETH_P_IPV4, Ipv4, Rng, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TcpSegment, arp,
     ethernet, icmp_echo, tcp, tcp_segment, udp,
 };
+use vip_tests::kit::is_root;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -49,11 +50,6 @@ const EMPTY: u16 = 15692;
 const DNS_UDP: u16 = 53;
 const LOCAL_ID: u32 = 10;
 const REMOTE_ID: u32 = 11;
-
-fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Runs `f` on a thread inside a fresh, private network namespace.
 fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {

@@ -26,7 +26,6 @@ use vip_common::{maps, programs};
 mod typed;
 
 pub use self::typed::Maps;
-use self::typed::lookup_map;
 
 /// The XDP object built by `build.rs` from `vip-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vip"));
@@ -212,18 +211,6 @@ impl std::ops::DerefMut for Dataplane {
     }
 }
 
-macro_rules! take_map {
-    ($ebpf:expr, $name:expr) => {{
-        let map = $ebpf
-            .take_map($name)
-            .ok_or(DataplaneError::MissingMap($name))?;
-        map.try_into().map_err(|source| DataplaneError::MapType {
-            name: $name,
-            source,
-        })?
-    }};
-}
-
 impl Dataplane {
     /// Loads the object and both programs. With `pins`, every map is pinned
     /// there, and maps already pinned there (left by an agent that crashed or
@@ -262,20 +249,7 @@ impl Dataplane {
             prog.load()
                 .map_err(|source| DataplaneError::Verify { name, source })?;
         }
-        let maps = Maps {
-            vips: take_map!(ebpf, maps::VIPS),
-            services: take_map!(ebpf, maps::SERVICES),
-            lookup: lookup_map(
-                ebpf.take_map(maps::LOOKUP)
-                    .ok_or(DataplaneError::MissingMap(maps::LOOKUP))?,
-            )?,
-            backends: take_map!(ebpf, maps::BACKENDS),
-            heartbeat: take_map!(ebpf, maps::HEARTBEAT),
-            counters: take_map!(ebpf, maps::COUNTERS),
-            backend_stats: take_map!(ebpf, maps::BACKEND_STATS),
-            tx_ports: take_map!(ebpf, maps::TX_PORTS),
-            flows: take_map!(ebpf, maps::FLOWS),
-        };
+        let maps = Maps::take(&mut ebpf)?;
         Ok(Self {
             ebpf,
             pins: pins.map(Path::to_owned),

@@ -35,7 +35,37 @@ pub struct Maps {
     pub(super) flows: HashMap<MapData, FlowKey, FlowValue>,
 }
 
+macro_rules! take_map {
+    ($ebpf:expr, $name:expr) => {{
+        let map = $ebpf
+            .take_map($name)
+            .ok_or(DataplaneError::MissingMap($name))?;
+        map.try_into().map_err(|source| DataplaneError::MapType {
+            name: $name,
+            source,
+        })?
+    }};
+}
+
 impl Maps {
+    /// Takes every map of `ebpf`, the loaded object, checking each one's type.
+    pub(super) fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DataplaneError> {
+        Ok(Self {
+            vips: take_map!(ebpf, maps::VIPS),
+            services: take_map!(ebpf, maps::SERVICES),
+            lookup: lookup_map(
+                ebpf.take_map(maps::LOOKUP)
+                    .ok_or(DataplaneError::MissingMap(maps::LOOKUP))?,
+            )?,
+            backends: take_map!(ebpf, maps::BACKENDS),
+            heartbeat: take_map!(ebpf, maps::HEARTBEAT),
+            counters: take_map!(ebpf, maps::COUNTERS),
+            backend_stats: take_map!(ebpf, maps::BACKEND_STATS),
+            tx_ports: take_map!(ebpf, maps::TX_PORTS),
+            flows: take_map!(ebpf, maps::FLOWS),
+        })
+    }
+
     /// Opens the maps a node pinned under `dir` (`<bpffs>/vip/<node>`).
     pub fn open_pinned(dir: &Path) -> Result<Self, DataplaneError> {
         fn open<T: TryFrom<Map, Error = MapError>>(
@@ -322,7 +352,7 @@ impl Maps {
 }
 
 /// Checks that `map` is the lookup array with values of a [`LookupHalf`].
-pub(super) fn lookup_map(map: Map) -> Result<MapData, DataplaneError> {
+fn lookup_map(map: Map) -> Result<MapData, DataplaneError> {
     let Map::Array(data) = map else {
         return Err(DataplaneError::MapType {
             name: maps::LOOKUP,
