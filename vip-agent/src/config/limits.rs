@@ -10,11 +10,11 @@ pub(super) const MAX_IFNAME: usize = 15;
 /// Longest node name: it becomes a directory and a socket file name.
 pub(super) const MAX_NODE_NAME: usize = 32;
 /// Backend weights are relative; a cap keeps the Maglev table balanced.
-pub(super) const MAX_WEIGHT: i64 = 1000;
+pub const MAX_WEIGHT: u32 = 1000;
 /// keepalived's `auth_type PASS` carries at most 8 bytes.
-pub(super) const MAX_AUTH_PASS: usize = 8;
+pub const MAX_AUTH_PASS: usize = 8;
 /// More gratuitous ARPs than this per transition is a misconfiguration.
-pub(super) const MAX_GARP_COUNT: i64 = 100;
+pub const MAX_GARP_COUNT: u32 = 100;
 /// Check defaults: a probe a second, two results in a row to change state.
 pub(super) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 pub(super) const CHECK_TIMEOUT: Duration = Duration::from_secs(1);

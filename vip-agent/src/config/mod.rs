@@ -28,11 +28,9 @@ mod types;
 mod validate;
 mod values;
 
-pub use self::{limits::DEFAULT_BPFFS, types::*};
 use self::{
     limits::{
-        CHECK_FALL, CHECK_INTERVAL, CHECK_RISE, CHECK_TIMEOUT, MAX_AUTH_PASS, MAX_GARP_COUNT,
-        MAX_IFNAME, MAX_NODE_NAME, MAX_WEIGHT, limit,
+        CHECK_FALL, CHECK_INTERVAL, CHECK_RISE, CHECK_TIMEOUT, MAX_IFNAME, MAX_NODE_NAME, limit,
     },
     raw::{
         RawCheck, RawConfig, RawGarp, RawNode, RawProbeKeys, RawSchedule, RawService,
@@ -41,6 +39,10 @@ use self::{
     spans::{join, key_at, quoted_name},
     validate::Source,
     values::{Addr, Dur, Int, Ip},
+};
+pub use self::{
+    limits::{DEFAULT_BPFFS, MAX_AUTH_PASS, MAX_GARP_COUNT, MAX_WEIGHT},
+    types::*,
 };
 
 impl Config {

@@ -1,8 +1,8 @@
 //! Walking the statements: globals and the converter's helpers.
 
 use super::{
-    Converter, Duration, Garp, HashSet, IpAddr, Ipv4Addr, Loc, PathBuf, RawNote, Stmt,
-    VIP_MAX_GARP, parse_secs,
+    Converter, Duration, Garp, HashSet, IpAddr, Ipv4Addr, Loc, MAX_GARP_COUNT, PathBuf, RawNote,
+    Stmt, parse_secs,
 };
 
 impl Converter {
@@ -247,14 +247,14 @@ impl Converter {
 
     pub(in crate::import) fn garp_count(&mut self, d: &Stmt) -> Option<u32> {
         let n: u32 = self.int(d, 0..=i64::from(u32::MAX))?;
-        if n > VIP_MAX_GARP {
+        if n > MAX_GARP_COUNT {
             self.note(
                 d.at,
                 d.key(),
-                format!("approximated: vip sends at most {VIP_MAX_GARP} gratuitous ARPs per transition; {n} became {VIP_MAX_GARP}"),
+                format!("approximated: vip sends at most {MAX_GARP_COUNT} gratuitous ARPs per transition; {n} became {MAX_GARP_COUNT}"),
             );
         }
-        Some(n.min(VIP_MAX_GARP))
+        Some(n.min(MAX_GARP_COUNT))
     }
 
     pub(in crate::import) fn garp_second_burst(&mut self, d: &Stmt) {

@@ -1,7 +1,7 @@
 //! `vrrp_script`, `vrrp_instance` and `vrrp_sync_group`.
 
 use super::{
-    Converter, Duration, Garp, Group, Instance, KA_AUTH_PASS, Loc, Notify, STATE_KEYWORDS, Script,
+    Converter, Duration, Garp, Group, Instance, Loc, MAX_AUTH_PASS, Notify, STATE_KEYWORDS, Script,
     Stmt, Track,
 };
 
@@ -229,8 +229,8 @@ impl Converter {
         }
         match (kind, pass) {
             (Some((k, _)), Some((mut p, at))) if k == "PASS" => {
-                if p.len() > KA_AUTH_PASS {
-                    let mut end = KA_AUTH_PASS;
+                if p.len() > MAX_AUTH_PASS {
+                    let mut end = MAX_AUTH_PASS;
                     while !p.is_char_boundary(end) {
                         end -= 1;
                     }
@@ -238,7 +238,7 @@ impl Converter {
                     self.note(
                         at,
                         "auth_pass",
-                        format!("approximated: keepalived sends only the first {KA_AUTH_PASS} bytes, {p:?}, and so does vip"),
+                        format!("approximated: keepalived sends only the first {MAX_AUTH_PASS} bytes, {p:?}, and so does vip"),
                     );
                 }
                 inst.auth_pass = Some((p, at));

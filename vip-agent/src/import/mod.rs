@@ -36,12 +36,12 @@ use self::{
     emit::{ServiceOut, VrrpOut, advert_for},
     lex::{Lexer, Loc, RawNote, Tok},
     model::{
-        Converter, Garp, Group, Instance, KA_AUTH_PASS, KA_CONNECT_TIMEOUT, KA_DELAY_LOOP,
-        KA_PRIORITY, KA_VRRP_VERSION, Notify, Probe, Real, STATE_KEYWORDS, Script, Server, Timing,
-        Track, VIP_MAX_GARP, VIP_MAX_WEIGHT, flag,
+        Converter, Garp, Group, Instance, KA_CONNECT_TIMEOUT, KA_DELAY_LOOP, KA_PRIORITY,
+        KA_VRRP_VERSION, Notify, Probe, Real, STATE_KEYWORDS, Script, Server, Timing, Track, flag,
     },
     values::{is_literal, parse_secs, with_backend_variable},
 };
+use crate::config::{MAX_AUTH_PASS, MAX_GARP_COUNT, MAX_WEIGHT};
 
 /// What the caller adds to, or overrides in, the keepalived file.
 #[derive(Debug, Clone, Default)]

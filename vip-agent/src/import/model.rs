@@ -16,11 +16,6 @@ pub(in crate::import) const KA_ADVERT: Duration = Duration::from_secs(1);
 /// `delay_loop` and `connect_timeout` when not given.
 pub(in crate::import) const KA_DELAY_LOOP: Duration = Duration::from_mins(1);
 pub(in crate::import) const KA_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// keepalived's `auth_type PASS` uses this many bytes of the password.
-pub(in crate::import) const KA_AUTH_PASS: usize = 8;
-/// vip's limits.
-pub(in crate::import) const VIP_MAX_WEIGHT: u32 = 1000;
-pub(in crate::import) const VIP_MAX_GARP: u32 = 100;
 
 #[derive(Debug, Clone, Default)]
 pub(in crate::import) struct Garp {

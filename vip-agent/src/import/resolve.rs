@@ -3,7 +3,7 @@
 
 use super::{
     Converter, Group, HashMap, HashSet, Instance, Ipv4Addr, KA_PRIORITY, KA_VRRP_VERSION, Loc,
-    Notify, Probe, STATE_KEYWORDS, Script, Server, ServiceOut, VIP_MAX_WEIGHT, VrrpOut, advert_for,
+    MAX_WEIGHT, Notify, Probe, STATE_KEYWORDS, Script, Server, ServiceOut, VrrpOut, advert_for,
     with_backend_variable,
 };
 
@@ -313,21 +313,21 @@ impl Converter {
     /// LVS weights go to 65535, vip's to 1000: scale down, keeping ratios.
     pub(in crate::import) fn scale_weights(&mut self, backends: &mut [(Ipv4Addr, u32, Loc)]) {
         let max = backends.iter().map(|b| b.1).max().unwrap_or(0);
-        if max <= VIP_MAX_WEIGHT {
+        if max <= MAX_WEIGHT {
             return;
         }
         for b in backends.iter_mut() {
             let scaled = if b.1 == 0 {
                 0
             } else {
-                (u64::from(b.1) * u64::from(VIP_MAX_WEIGHT)).div_ceil(u64::from(max))
+                (u64::from(b.1) * u64::from(MAX_WEIGHT)).div_ceil(u64::from(max))
             };
-            let scaled = u32::try_from(scaled).unwrap_or(VIP_MAX_WEIGHT);
+            let scaled = u32::try_from(scaled).unwrap_or(MAX_WEIGHT);
             self.note(
                 b.2,
                 "real_server",
                 format!(
-                    "approximated: vip weights go to {VIP_MAX_WEIGHT}, so the service's weights were scaled \
+                    "approximated: vip weights go to {MAX_WEIGHT}, so the service's weights were scaled \
                      keeping their ratios: weight {} became {scaled}",
                     b.1
                 ),

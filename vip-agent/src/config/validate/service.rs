@@ -114,7 +114,7 @@ impl Source<'_> {
                 raw_b.weight.as_ref(),
                 1,
                 &key(&format!("backends[{b}].weight")),
-                0..=MAX_WEIGHT,
+                0..=i64::from(MAX_WEIGHT),
                 "a weight (0 drains the backend)",
             )?;
             backends.push(BackendConfig { address, weight });

@@ -123,7 +123,7 @@ impl Source<'_> {
                     g.count.as_ref(),
                     Garp::default().count,
                     &key("garp.count"),
-                    0..=MAX_GARP_COUNT,
+                    0..=i64::from(MAX_GARP_COUNT),
                     "the gratuitous ARP count",
                 )?,
                 interval: g.interval.map_or(Garp::default().interval, |d| d.0),
