@@ -103,7 +103,7 @@ pub struct Program {
 }
 
 const ALL: &[Job] = &Job::ALL;
-const INSTALLING: &[Job] = &[Job::Run, Job::Lab, Job::Test, Job::Bench];
+/// Every job but `build`: each runs the lab, and so installs packages first.
 const LABS: &[Job] = &[Job::Run, Job::Lab, Job::Test, Job::Bench];
 const TESTS: &[Job] = &[Job::Test, Job::Bench];
 
@@ -137,19 +137,19 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "apt-get",
         source: Source::Base("apt"),
-        jobs: INSTALLING,
+        jobs: LABS,
         why: "xtask installs the packages on this list",
     },
     Program {
         name: "dpkg-query",
         source: Source::Base("dpkg"),
-        jobs: INSTALLING,
+        jobs: LABS,
         why: "xtask asks which packages are installed; a test checks this list's packages",
     },
     Program {
         name: "systemctl",
         source: Source::Base("systemd"),
-        jobs: INSTALLING,
+        jobs: LABS,
         why: "xtask disables the units a fresh install enabled (only on a systemd host)",
     },
     // The lab.
