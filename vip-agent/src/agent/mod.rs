@@ -3,13 +3,17 @@
 //! The core is free of I/O and unit-tested without a kernel: [`plan`] (stable
 //! ids, steering, the wanted map contents) and [`apply`] (writing a plan
 //! through [`MapStore`] in a safe order). [`status`] builds the snapshots
-//! that vipctl, the control socket and `/metrics` show. This file is the
-//! shell: [`Agent`] owns the data plane, the sockets and the tasks, and its
-//! run loop turns every input (VRRP packets and timers, link and check
-//! events, the control socket, signals) into calls on the core.
+//! that vipctl, the control socket and `/metrics` show. The rest is the
+//! shell: [`Agent`] (this file) owns the data plane, the sockets and the
+//! tasks; [`inbox`] turns every input (VRRP packets, link and check events,
+//! the control socket, signals, timers) into one stream of
+//! [`Event`](inbox::Event)s, and the run loop (`run.rs`) handles them one at
+//! a time with calls on the core.
 
 mod apply;
+pub mod inbox;
 mod plan;
+mod run;
 mod status;
 
 use std::{
@@ -168,7 +172,7 @@ fn open_vrrp(
 
 /// What a background resolution found: the backend addresses it looked
 /// at, and the MACs of those that answered.
-type Resolution = (BTreeSet<Ipv4Addr>, BTreeMap<Ipv4Addr, Resolved>);
+pub type Resolution = (BTreeSet<Ipv4Addr>, BTreeMap<Ipv4Addr, Resolved>);
 
 /// A running node.
 pub struct Agent {
@@ -191,7 +195,8 @@ pub struct Agent {
     /// Backend MACs resolved in the background (ARP must never stall the
     /// VRRP loop): the addresses a job covered, and what it found.
     resolved_tx: tokio::sync::mpsc::UnboundedSender<Resolution>,
-    resolved_rx: tokio::sync::mpsc::UnboundedReceiver<Resolution>,
+    /// Taken by the run loop, which forwards it to its inbox.
+    resolved_rx: Option<tokio::sync::mpsc::UnboundedReceiver<Resolution>>,
     resolving: Option<tokio::task::JoinHandle<()>>,
     /// Bumped by a reload that changed `[[check]]`s or service checks, so
     /// the run loop restarts them.
@@ -282,7 +287,7 @@ impl Agent {
             checks,
             link_up: true,
             resolved_tx,
-            resolved_rx,
+            resolved_rx: Some(resolved_rx),
             resolving: None,
             checks_epoch: 0,
             checked_services: Vec::new(),
@@ -606,171 +611,6 @@ impl Agent {
         );
         self.replan().await?;
         self.reevaluate();
-        Ok(())
-    }
-
-    /// Runs until SIGTERM/SIGINT: heartbeat, MAC refresh, reload on SIGHUP,
-    /// VRRP adverts and timers, link and node-check events, the control
-    /// socket and metrics. Then a graceful VRRP shutdown, and XDP detached
-    /// and pins removed.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "the event loop: one select! over every input"
-    )]
-    pub async fn run(mut self) -> Result<(), AgentError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let sig = |k| {
-            signal(k).map_err(|source| AgentError::Io {
-                what: "cannot install a signal handler".into(),
-                path: PathBuf::new(),
-                source,
-            })
-        };
-        let mut term = sig(SignalKind::terminate())?;
-        let mut int = sig(SignalKind::interrupt())?;
-        let mut hup = sig(SignalKind::hangup())?;
-        let mut dead = dead_time(&self.config);
-        let mut beat = tokio::time::interval(stamp_period(dead));
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut refresh = tokio::time::interval(Duration::from_secs(30));
-        refresh.tick().await;
-        let (call_tx, mut calls) = tokio::sync::mpsc::channel::<crate::control::Call>(16);
-        let _control =
-            crate::control::Server::start(&self.config.node.control_socket, call_tx.clone())
-                .map_err(|e| AgentError::Io {
-                    what: e.to_string(),
-                    path: self.config.node.control_socket.clone(),
-                    source: std::io::Error::other("control socket"),
-                })?;
-        let _metrics = match self.config.node.metrics {
-            Some(addr) => Some(crate::metrics::serve(addr, call_tx.clone()).await.map_err(
-                |source| AgentError::Io {
-                    what: format!("cannot serve metrics on {addr}"),
-                    path: PathBuf::from("[node] metrics"),
-                    source,
-                },
-            )?),
-            None => None,
-        };
-        drop(call_tx);
-        if let Err(e) = crate::notify::notify("READY=1") {
-            tracing::warn!(error = %e, "cannot notify the service manager ($NOTIFY_SOCKET)");
-        }
-        let mut sock = None;
-        let mut link_events = None;
-        let (mut _node_checks, mut check_events) = self.spawn_node_checks()?;
-        let (mut _backend_checks, mut backend_events) = self.spawn_backend_checks();
-        let mut epoch = self.checks_epoch;
-        // Positive weights count from the start (checks start up).
-        self.reevaluate();
-        loop {
-            // VRRP's socket and link watch, once there is VRRP (at start, or
-            // added by a reload).
-            if sock.is_none()
-                && let Some(v) = self.vrrp.as_ref()
-            {
-                sock = Some(std::sync::Arc::clone(&v.sock));
-                link_events = Some(crate::net::watch_link(self.iface.index)?);
-            }
-            // A reload may change the advert intervals, and so the dead time.
-            if dead_time(&self.config) != dead {
-                dead = dead_time(&self.config);
-                self.dp.stamp(dead)?;
-                beat = tokio::time::interval(stamp_period(dead));
-                beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tracing::info!(dead_ms = dead.as_millis(), "heartbeat dead time changed");
-            }
-            if epoch != self.checks_epoch {
-                epoch = self.checks_epoch;
-                (_node_checks, check_events) = self.spawn_node_checks()?;
-                (_backend_checks, backend_events) = self.spawn_backend_checks();
-                self.reevaluate();
-                tracing::info!("checks restarted with the new configuration");
-            }
-            let next = self
-                .vrrp
-                .as_ref()
-                .and_then(crate::vrrp::instance::Runtime::poll_timeout);
-            tokio::select! {
-                r = async {
-                    match &sock {
-                        Some(s) => s.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => match r {
-                    Ok(pkt) => {
-                        if let Some(v) = self.vrrp.as_mut() {
-                            v.receive(Instant::now(), &pkt, &mut self.dp);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "VRRP receive failed"),
-                },
-                Some(up) = async {
-                    match link_events.as_mut() {
-                        Some(rx) => rx.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    tracing::info!(iface = %self.iface.name, up, "link state changed");
-                    self.link_up = up;
-                    self.reevaluate();
-                }
-                Some(ev) = async {
-                    match check_events.as_mut() {
-                        Some(rx) => rx.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    self.checks.insert(ev.name.clone(), (ev.up, ev.reason));
-                    self.reevaluate();
-                }
-                Some(ev) = async {
-                    match backend_events.as_mut() {
-                        Some(rx) => rx.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    if let Err(e) = self.backend_event(ev).await {
-                        tracing::error!(error = %crate::error_chain(&e), "cannot apply a backend health change");
-                    }
-                }
-                () = async {
-                    match next {
-                        Some(t) => tokio::time::sleep_until(t.into()).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    if let Some(v) = self.vrrp.as_mut() {
-                        v.timeout(Instant::now(), &mut self.dp);
-                    }
-                }
-                Some((command, reply)) = calls.recv() => {
-                    let r = self.handle(command).await;
-                    let _ = reply.send(r);
-                }
-                _ = beat.tick() => self.dp.stamp(dead)?,
-                _ = refresh.tick() => self.spawn_resolve(BTreeMap::new()),
-                Some(found) = self.resolved_rx.recv() => {
-                    if let Err(e) = self.resolved(found).await {
-                        tracing::warn!(error = %crate::error_chain(&e), "backend refresh failed");
-                    }
-                }
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP");
-                    if self.reload_notified().await.is_ok() {
-                        self.reevaluate();
-                    }
-                }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-            }
-        }
-        tracing::info!("shutting down: detaching XDP and removing pins");
-        let _ = crate::notify::notify("STOPPING=1");
-        if let Some(v) = self.vrrp.as_mut() {
-            v.shutdown(&mut self.dp, dead).await;
-        }
-        self.dp.detach_and_unpin()?;
         Ok(())
     }
 }

@@ -1,0 +1,222 @@
+//! The shell's run loop: one [`Event`] at a time from the [`Inbox`], each
+//! handled by a call on the agent, until SIGTERM or SIGINT.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration, time::Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{
+    Agent, AgentError, dead_time,
+    inbox::{Event, Every, Inbox},
+    stamp_period,
+};
+use crate::check::runner::{BackendChecks, NodeChecks};
+
+/// How often the backends' MACs are looked up again.
+const REFRESH: Duration = Duration::from_secs(30);
+
+/// Whether the loop goes on after an event.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// The running checks of one generation (see [`Agent::checks_epoch`]):
+/// dropping them stops them.
+struct Running {
+    epoch: u64,
+    _node: Option<NodeChecks>,
+    _backend: Option<BackendChecks>,
+}
+
+/// The control socket and the metrics endpoint, open while they live.
+type Servers = (crate::control::Server, Option<tokio::task::JoinHandle<()>>);
+
+/// The heartbeat for a dead time: a stamp every [`stamp_period`].
+fn heartbeat(dead: Duration) -> tokio::time::Interval {
+    let mut beat = tokio::time::interval(stamp_period(dead));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beat
+}
+
+/// Waits until `t`, or forever.
+async fn until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Agent {
+    /// Runs until SIGTERM/SIGINT: heartbeat, MAC refresh, reload on SIGHUP,
+    /// VRRP adverts and timers, link and check events, the control socket
+    /// and metrics. Then a graceful VRRP shutdown, and XDP detached and pins
+    /// removed.
+    pub async fn run(mut self) -> Result<(), AgentError> {
+        let mut inbox = Inbox::default();
+        let _servers = self.listen(&mut inbox).await?;
+        if let Err(e) = crate::notify::notify("READY=1") {
+            tracing::warn!(error = %e, "cannot notify the service manager ($NOTIFY_SOCKET)");
+        }
+        let mut checks = self.start_checks(&mut inbox)?;
+        let mut vrrp_watched = false;
+        let mut dead = dead_time(&self.config);
+        let mut beat = heartbeat(dead);
+        // Positive weights count from the start (checks start up).
+        self.reevaluate();
+        loop {
+            // VRRP's socket and link watch, once there is VRRP (at start, or
+            // added by a reload).
+            if !vrrp_watched && let Some(v) = self.vrrp.as_ref() {
+                inbox.forward(std::sync::Arc::clone(&v.sock), Event::Vrrp);
+                inbox.forward(crate::net::watch_link(self.iface.index)?, Event::Link);
+                vrrp_watched = true;
+            }
+            // A reload may change the advert intervals, and so the dead time.
+            if dead_time(&self.config) != dead {
+                dead = dead_time(&self.config);
+                self.dp.stamp(dead)?;
+                beat = heartbeat(dead);
+                tracing::info!(dead_ms = dead.as_millis(), "heartbeat dead time changed");
+            }
+            if checks.epoch != self.checks_epoch {
+                drop(checks);
+                checks = self.start_checks(&mut inbox)?;
+                self.reevaluate();
+                tracing::info!("checks restarted with the new configuration");
+            }
+            let next = self
+                .vrrp
+                .as_ref()
+                .and_then(crate::vrrp::instance::Runtime::poll_timeout);
+            let event = tokio::select! {
+                event = inbox.recv() => event.unwrap_or(Event::Stop),
+                () = until(next) => Event::VrrpTimeout,
+                _ = beat.tick() => Event::Heartbeat,
+            };
+            if self.on(event, checks.epoch, dead).await? == Flow::Stop {
+                break;
+            }
+        }
+        drop(inbox);
+        tracing::info!("shutting down: detaching XDP and removing pins");
+        let _ = crate::notify::notify("STOPPING=1");
+        if let Some(v) = self.vrrp.as_mut() {
+            v.shutdown(&mut self.dp, dead).await;
+        }
+        self.dp.detach_and_unpin()?;
+        Ok(())
+    }
+
+    /// Handles one event. Check and backend events of an older check
+    /// generation than `epoch` are stale and ignored.
+    async fn on(&mut self, event: Event, epoch: u64, dead: Duration) -> Result<Flow, AgentError> {
+        match event {
+            Event::Vrrp(Ok(pkt)) => {
+                if let Some(v) = self.vrrp.as_mut() {
+                    v.receive(Instant::now(), &pkt, &mut self.dp);
+                }
+            }
+            Event::Vrrp(Err(e)) => tracing::warn!(error = %e, "VRRP receive failed"),
+            Event::VrrpTimeout => {
+                if let Some(v) = self.vrrp.as_mut() {
+                    v.timeout(Instant::now(), &mut self.dp);
+                }
+            }
+            Event::Heartbeat => self.dp.stamp(dead)?,
+            Event::Link(up) => {
+                tracing::info!(iface = %self.iface.name, up, "link state changed");
+                self.link_up = up;
+                self.reevaluate();
+            }
+            Event::Check { epoch: e, event } if e == epoch => {
+                self.checks.insert(event.name, (event.up, event.reason));
+                self.reevaluate();
+            }
+            Event::Backend { epoch: e, event } if e == epoch => {
+                if let Err(e) = self.backend_event(event).await {
+                    tracing::error!(error = %crate::error_chain(&e), "cannot apply a backend health change");
+                }
+            }
+            Event::Check { .. } | Event::Backend { .. } => {}
+            Event::Call((command, reply)) => {
+                let r = self.handle(command).await;
+                let _ = reply.send(r);
+            }
+            Event::Refresh => self.spawn_resolve(BTreeMap::new()),
+            Event::Resolved(found) => {
+                if let Err(e) = self.resolved(found).await {
+                    tracing::warn!(error = %crate::error_chain(&e), "backend refresh failed");
+                }
+            }
+            Event::Reload => {
+                tracing::info!("SIGHUP");
+                if self.reload_notified().await.is_ok() {
+                    self.reevaluate();
+                }
+            }
+            Event::Stop => return Ok(Flow::Stop),
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Opens the inputs that live as long as the loop: signals, the MAC
+    /// refresh, background resolutions, the control socket and `/metrics`.
+    async fn listen(&mut self, inbox: &mut Inbox) -> Result<Servers, AgentError> {
+        let sig = |k| {
+            signal(k).map_err(|source| AgentError::Io {
+                what: "cannot install a signal handler".into(),
+                path: PathBuf::new(),
+                source,
+            })
+        };
+        inbox.forward(sig(SignalKind::terminate())?, |()| Event::Stop);
+        inbox.forward(sig(SignalKind::interrupt())?, |()| Event::Stop);
+        inbox.forward(sig(SignalKind::hangup())?, |()| Event::Reload);
+        inbox.forward(Every::new(REFRESH), |()| Event::Refresh);
+        if let Some(rx) = self.resolved_rx.take() {
+            inbox.forward(rx, Event::Resolved);
+        }
+        let (call_tx, calls) = tokio::sync::mpsc::channel::<crate::control::Call>(16);
+        let control =
+            crate::control::Server::start(&self.config.node.control_socket, call_tx.clone())
+                .map_err(|e| AgentError::Io {
+                    what: e.to_string(),
+                    path: self.config.node.control_socket.clone(),
+                    source: std::io::Error::other("control socket"),
+                })?;
+        let metrics =
+            match self.config.node.metrics {
+                Some(addr) => Some(crate::metrics::serve(addr, call_tx).await.map_err(
+                    |source| AgentError::Io {
+                        what: format!("cannot serve metrics on {addr}"),
+                        path: PathBuf::from("[node] metrics"),
+                        source,
+                    },
+                )?),
+                None => None,
+            };
+        inbox.forward(calls, Event::Call);
+        Ok((control, metrics))
+    }
+
+    /// Starts the node and service checks of the current configuration,
+    /// their events tagged with the current generation.
+    fn start_checks(&mut self, inbox: &mut Inbox) -> Result<Running, AgentError> {
+        let epoch = self.checks_epoch;
+        let (node, rx) = self.spawn_node_checks()?;
+        if let Some(rx) = rx {
+            inbox.forward(rx, move |event| Event::Check { epoch, event });
+        }
+        let (backend, rx) = self.spawn_backend_checks();
+        if let Some(rx) = rx {
+            inbox.forward(rx, move |event| Event::Backend { epoch, event });
+        }
+        Ok(Running {
+            epoch,
+            _node: node,
+            _backend: backend,
+        })
+    }
+}
