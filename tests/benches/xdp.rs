@@ -21,9 +21,7 @@ use std::{fmt::Write as _, net::Ipv4Addr, time::Duration};
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use vip_agent::{dataplane::Dataplane, maglev};
-use vip_common::{
-    BACKEND_ENABLED, Backend, LOOKUP_SIZE, NO_BACKEND, PROTO_TCP, ServiceKey, VipState,
-};
+use vip_common::{BACKEND_ENABLED, Backend, LOOKUP_SIZE, NO_BACKEND, Proto, ServiceKey, VipState};
 use vip_tests::frames::{ETH_P_ARP, ETH_P_IPV4, Ipv4, TCP_ACK, TCP_SYN, arp, ethernet, tcp};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
@@ -69,7 +67,7 @@ fn setup() -> Dataplane {
             id: u32::try_from(i).unwrap(),
         })
         .collect();
-    let key = ServiceKey::new(VIP.octets(), 5672, PROTO_TCP);
+    let key = ServiceKey::new(VIP.octets(), 5672, Proto::Tcp);
     dp.switch_table(key, 0, 0, &maglev::build(&entries, LOOKUP_SIZE, NO_BACKEND))
         .unwrap();
     dp.stamp(Duration::from_hours(1)).unwrap();

@@ -14,12 +14,12 @@ use std::{
 
 use common::{Agent, VIP, ask, is_root, lab, wait_for, who_answers};
 use vip_agent::agent::service_key;
-use vip_common::{NO_BACKEND, PROTO_TCP, counter};
+use vip_common::{NO_BACKEND, Proto, counter};
 
 const LB1_MAC: &str = "02:99:00:00:00:02";
 
 fn key() -> vip_common::ServiceKey {
-    service_key(VIP, 5672, PROTO_TCP)
+    service_key(VIP, 5672, Proto::Tcp)
 }
 
 /// The client's neighbour entry for the VIP (after traffic) is lb1's MAC, and

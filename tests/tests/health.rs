@@ -60,7 +60,7 @@ fn backend_of(node: &str) -> Ipv4Addr {
 /// Whether `addr` is in the live lookup table, per the pinned maps.
 fn in_table(agent: &Agent, addr: Ipv4Addr) -> bool {
     let maps = agent.maps();
-    let key = vip_agent::agent::service_key(VIP, 5672, vip_common::PROTO_TCP);
+    let key = vip_agent::agent::service_key(VIP, 5672, vip_common::Proto::Tcp);
     let Ok(table) = maps.live_table(&key) else {
         return false;
     };

@@ -16,9 +16,8 @@ use std::{fmt::Write as _, net::Ipv4Addr};
 use aya::programs::{TestRun as _, TestRunOptions};
 use vip_agent::{dataplane::Dataplane, maglev};
 use vip_common::{
-    BACKEND_DOWN, BACKEND_ENABLED, BACKEND_LOCAL, Backend, FlowKey, LOOKUP_SIZE, NO_BACKEND,
-    PROTO_TCP, PROTO_UDP, SERVICE_REHASH_ON_DOWN, SERVICE_RESET_ON_DOWN, ServiceKey, VipState,
-    counter, flow_hash,
+    BACKEND_DOWN, BACKEND_ENABLED, BACKEND_LOCAL, Backend, FlowKey, LOOKUP_SIZE, NO_BACKEND, Proto,
+    SERVICE_REHASH_ON_DOWN, SERVICE_RESET_ON_DOWN, ServiceKey, VipState, counter, flow_hash,
 };
 use vip_tests::frames::{
     ETH_P_ARP, ETH_P_IPV4, Ipv4, Rng, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TcpSegment, arp,
@@ -91,7 +90,7 @@ fn ifindex(name: &str) -> u32 {
     i
 }
 
-fn skey(vip: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
+fn skey(vip: Ipv4Addr, port: u16, proto: Proto) -> ServiceKey {
     ServiceKey::new(vip.octets(), port, proto)
 }
 
@@ -148,9 +147,9 @@ impl Fixture {
             entries.push((addr.octets(), id));
         }
         let table = build(&entries);
-        dp.switch_table(skey(VIP, AMQP, PROTO_TCP), 0, 0, &table)
+        dp.switch_table(skey(VIP, AMQP, Proto::Tcp), 0, 0, &table)
             .unwrap();
-        dp.switch_table(skey(VIP, DNS_UDP, PROTO_UDP), 1, 0, &table)
+        dp.switch_table(skey(VIP, DNS_UDP, Proto::Udp), 1, 0, &table)
             .unwrap();
         dp.set_backend(
             LOCAL_ID,
@@ -165,7 +164,7 @@ impl Fixture {
         )
         .unwrap();
         dp.switch_table(
-            skey(VIP, AMQPS_LOCAL, PROTO_TCP),
+            skey(VIP, AMQPS_LOCAL, Proto::Tcp),
             2,
             0,
             &build(&[([10, 99, 0, 2], LOCAL_ID)]),
@@ -185,13 +184,13 @@ impl Fixture {
         .unwrap();
         dp.add_tx_port(remote_if).unwrap();
         dp.switch_table(
-            skey(VIP, REMOTE_LINK, PROTO_TCP),
+            skey(VIP, REMOTE_LINK, Proto::Tcp),
             3,
             0,
             &build(&[([10, 98, 0, 11], REMOTE_ID)]),
         )
         .unwrap();
-        dp.switch_table(skey(VIP, EMPTY, PROTO_TCP), 4, 0, &build(&[]))
+        dp.switch_table(skey(VIP, EMPTY, Proto::Tcp), 4, 0, &build(&[]))
             .unwrap();
         dp.stamp(std::time::Duration::from_hours(1)).unwrap();
         Self { dp }
@@ -224,7 +223,7 @@ impl Fixture {
     }
 
     /// The backend the live table gives this flow.
-    fn expected_backend(&self, key: FlowKey, port: u16, proto: u8) -> u32 {
+    fn expected_backend(&self, key: FlowKey, port: u16, proto: Proto) -> u32 {
         let table = self.dp.live_table(&skey(VIP, port, proto)).unwrap();
         table[(flow_hash(&key) % LOOKUP_SIZE) as usize]
     }
@@ -260,7 +259,7 @@ fn verdict_name(v: u32) -> &'static str {
     }
 }
 
-fn flow(src: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> FlowKey {
+fn flow(src: Ipv4Addr, sport: u16, dport: u16, proto: Proto) -> FlowKey {
     FlowKey::new(src.octets(), sport, VIP.octets(), dport, proto)
 }
 
@@ -384,8 +383,8 @@ fn fixtures() {
     in_private_netns(|| {
         let mut fx = Fixture::new();
         let syn = tcp_frame(None, VIP, 40001, AMQP, TCP_SYN, &[]);
-        let key = flow(CLIENT, 40001, AMQP, PROTO_TCP);
-        let id = fx.expected_backend(key, AMQP, PROTO_TCP);
+        let key = flow(CLIENT, 40001, AMQP, Proto::Tcp);
+        let id = fx.expected_backend(key, AMQP, Proto::Tcp);
         assert_ne!(id, NO_BACKEND);
         let bmac = BACKENDS[id as usize].1;
         let data = tcp_frame(
@@ -397,14 +396,15 @@ fn fixtures() {
             b"AMQP\x00\x00\x09\x01",
         );
         let tagged_syn = tcp_frame(Some(7), VIP, 40002, AMQP, TCP_SYN, &[]);
-        let tagged_id = fx.expected_backend(flow(CLIENT, 40002, AMQP, PROTO_TCP), AMQP, PROTO_TCP);
+        let tagged_id =
+            fx.expected_backend(flow(CLIENT, 40002, AMQP, Proto::Tcp), AMQP, Proto::Tcp);
         let udp_req = udp_frame(DNS_UDP, b"hello");
         let udp_id = {
             let k = FlowKey {
                 sport: 40000u16.to_be(),
-                ..flow(CLIENT, 40000, DNS_UDP, PROTO_UDP)
+                ..flow(CLIENT, 40000, DNS_UDP, Proto::Udp)
             };
-            let table = fx.dp.live_table(&skey(VIP, DNS_UDP, PROTO_UDP)).unwrap();
+            let table = fx.dp.live_table(&skey(VIP, DNS_UDP, Proto::Udp)).unwrap();
             table[(flow_hash(&k) % LOOKUP_SIZE) as usize]
         };
         let local = tcp_frame(None, VIP, 40003, AMQPS_LOCAL, TCP_SYN, &[]);
@@ -648,7 +648,7 @@ fn flows_of_a_down_backend() {
         // A second flow on the same backend, for "keep" and "rehash" below.
         let sport2 = (40200..42000)
             .find(|p| {
-                fx.expected_backend(flow(CLIENT, *p, AMQP, PROTO_TCP), AMQP, PROTO_TCP) == down_id
+                fx.expected_backend(flow(CLIENT, *p, AMQP, Proto::Tcp), AMQP, Proto::Tcp) == down_id
             })
             .unwrap();
         let data2 = tcp_frame(None, VIP, sport2, AMQP, TCP_ACK, b"x");
@@ -678,7 +678,7 @@ fn flows_of_a_down_backend() {
         let table = build(&others);
         let policy = |fx: &mut Fixture, flags: u32| {
             fx.dp
-                .switch_table(skey(VIP, AMQP, PROTO_TCP), 0, flags, &table)
+                .switch_table(skey(VIP, AMQP, Proto::Tcp), 0, flags, &table)
                 .unwrap();
         };
         let rst = |seq: u32, ack: u32, flags: u8, pad: usize| {
@@ -726,7 +726,8 @@ fn flows_of_a_down_backend() {
         padded.extend_from_slice(&[0; 6]);
 
         policy(&mut fx, SERVICE_RESET_ON_DOWN);
-        let table_pick = fx.expected_backend(flow(CLIENT, sport, AMQP, PROTO_TCP), AMQP, PROTO_TCP);
+        let table_pick =
+            fx.expected_backend(flow(CLIENT, sport, AMQP, Proto::Tcp), AMQP, Proto::Tcp);
         assert_ne!(table_pick, down_id);
         let syn = tcp_frame(None, VIP, sport, AMQP, TCP_SYN, &[]);
         for case in [
@@ -788,7 +789,7 @@ fn flows_of_a_down_backend() {
             },
         );
         policy(&mut fx, SERVICE_REHASH_ON_DOWN);
-        let pick2 = fx.expected_backend(flow(CLIENT, sport2, AMQP, PROTO_TCP), AMQP, PROTO_TCP);
+        let pick2 = fx.expected_backend(flow(CLIENT, sport2, AMQP, Proto::Tcp), AMQP, Proto::Tcp);
         let (verdict, out, moved) = fx.run(&data2);
         assert_eq!(verdict, XDP_TX);
         assert_eq!(
@@ -834,7 +835,7 @@ fn malformed_ipv4_and_l4() {
             },
             &seg,
         );
-        let id = fx.expected_backend(flow(CLIENT, 41000, AMQP, PROTO_TCP), AMQP, PROTO_TCP);
+        let id = fx.expected_backend(flow(CLIENT, 41000, AMQP, Proto::Tcp), AMQP, Proto::Tcp);
         let cases = vec![
             Case {
                 what: "IHL 6 (a 4-byte option): forwarded",

@@ -138,10 +138,56 @@ pub const MAX_TX_PORTS: u32 = 64;
 /// A lookup-table slot with no backend (the service has no usable backend).
 pub const NO_BACKEND: u32 = u32::MAX;
 
-/// IP protocol numbers as stored in [`ServiceKey::proto`] and [`FlowKey::proto`].
-pub const PROTO_TCP: u8 = 6;
-/// See [`PROTO_TCP`].
-pub const PROTO_UDP: u8 = 17;
+/// A transport protocol vip forwards, by its IP protocol number (the
+/// number [`ServiceKey::proto`] and [`FlowKey::proto`] store). In config and
+/// vipctl it is spelled `"tcp"` or `"udp"`.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "user", serde(rename_all = "lowercase"))]
+pub enum Proto {
+    #[default]
+    Tcp = 6,
+    Udp = 17,
+}
+
+impl Proto {
+    /// The IP protocol number.
+    #[must_use]
+    pub const fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// The protocol of an IP protocol number, if vip forwards it.
+    #[must_use]
+    pub const fn from_number(n: u8) -> Option<Self> {
+        match n {
+            PROTO_TCP => Some(Self::Tcp),
+            PROTO_UDP => Some(Self::Udp),
+            _ => None,
+        }
+    }
+
+    /// `"tcp"` or `"udp"`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+impl core::fmt::Display for Proto {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// [`Proto::Tcp`]'s number, for matching on an IP header's protocol field.
+pub const PROTO_TCP: u8 = Proto::Tcp as u8;
+/// [`Proto::Udp`]'s number.
+pub const PROTO_UDP: u8 = Proto::Udp as u8;
 
 /// Per-CPU counter indices. Every packet the program sees increments
 /// [`counter::RX`] and exactly one verdict counter (`counter::VERDICTS`), so
@@ -232,20 +278,20 @@ pub struct ServiceKey {
     pub vip: u32,
     /// Destination port, network byte order.
     pub port: u16,
-    /// [`PROTO_TCP`] or [`PROTO_UDP`].
+    /// A [`Proto`]'s number.
     pub proto: u8,
     pub _pad: u8,
 }
 
 impl ServiceKey {
     /// The key of the service at `vip` (its address bytes), `port` (host
-    /// order) and `proto` ([`PROTO_TCP`] or [`PROTO_UDP`]).
+    /// order) and `proto`.
     #[must_use]
-    pub const fn new(vip: [u8; 4], port: u16, proto: u8) -> Self {
+    pub const fn new(vip: [u8; 4], port: u16, proto: Proto) -> Self {
         Self {
             vip: u32::from_ne_bytes(vip),
             port: port.to_be(),
-            proto,
+            proto: proto.number(),
             _pad: 0,
         }
     }
@@ -332,13 +378,13 @@ impl FlowKey {
     /// The flow `src:sport -> dst:dport` over `proto` (addresses as their
     /// bytes, ports in host order).
     #[must_use]
-    pub const fn new(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, proto: u8) -> Self {
+    pub const fn new(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, proto: Proto) -> Self {
         Self {
             src: u32::from_ne_bytes(src),
             dst: u32::from_ne_bytes(dst),
             sport: sport.to_be(),
             dport: dport.to_be(),
-            proto,
+            proto: proto.number(),
             _pad: [0; 3],
         }
     }
@@ -416,4 +462,21 @@ mod user {
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::BackendStats {}
     unsafe impl aya::Pod for super::Heartbeat {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proto_is_its_ip_protocol_number_and_its_config_name() {
+        for (p, n, name) in [(Proto::Tcp, 6, "tcp"), (Proto::Udp, 17, "udp")] {
+            assert_eq!(p.number(), n);
+            assert_eq!(Proto::from_number(n), Some(p));
+            assert_eq!(p.name(), name);
+        }
+        assert_eq!(Proto::from_number(1), None, "ICMP is not forwarded");
+        let key = ServiceKey::new([10, 99, 0, 100], 5672, Proto::Udp);
+        assert_eq!((key.proto, key.port), (17, 5672u16.to_be()));
+    }
 }

@@ -12,12 +12,12 @@ use std::{
 
 use vip_common::{
     BACKEND_DOWN, BACKEND_DRAINING, BACKEND_ENABLED, BACKEND_LOCAL, Backend, LOOKUP_SIZE,
-    MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP, SERVICE_REHASH_ON_DOWN,
-    SERVICE_RESET_ON_DOWN, ServiceKey, VipState,
+    MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, SERVICE_REHASH_ON_DOWN, SERVICE_RESET_ON_DOWN,
+    ServiceKey, VipState,
 };
 
 use crate::{
-    config::{Config, OnBackendDown, Protocol},
+    config::{Config, OnBackendDown, Proto},
     dataplane::DataplaneError,
     maglev,
     net::Iface,
@@ -34,7 +34,7 @@ pub struct CapacityError {
 
 /// Where an id-keyed thing lives: a service by (VIP, port, protocol), a
 /// backend by (service id, address).
-pub type ServiceIdent = (Ipv4Addr, u16, u8);
+pub type ServiceIdent = (Ipv4Addr, u16, Proto);
 
 /// Runtime changes to the configured backend set: backends an operator
 /// drained (`vipctl drain`), and backends health checks declared down, with
@@ -89,11 +89,16 @@ impl Ids {
     pub fn from_dataplane(dp: &impl MapStore) -> Result<Self, DataplaneError> {
         let mut ids = Self::default();
         for (key, svc) in dp.services()?.into_values() {
+            // A protocol no config can name: no configured service reuses
+            // its id, and pruning removes it.
+            let Some(proto) = Proto::from_number(key.proto) else {
+                continue;
+            };
             ids.services.insert(
                 (
                     Ipv4Addr::from(key.vip.to_ne_bytes()),
                     u16::from_be(key.port),
-                    key.proto,
+                    proto,
                 ),
                 svc.id,
             );
@@ -162,22 +167,15 @@ impl Ids {
     }
 }
 
-fn proto_num(p: Protocol) -> u8 {
-    match p {
-        Protocol::Tcp => PROTO_TCP,
-        Protocol::Udp => PROTO_UDP,
-    }
-}
-
 /// The identity of a configured service.
 #[must_use]
 pub fn service_ident(s: &crate::config::Service) -> ServiceIdent {
-    (s.vip, s.port, proto_num(s.protocol))
+    (s.vip, s.port, s.protocol)
 }
 
 /// The map key of a service.
 #[must_use]
-pub fn service_key(vip: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
+pub fn service_key(vip: Ipv4Addr, port: u16, proto: Proto) -> ServiceKey {
     ServiceKey::new(vip.octets(), port, proto)
 }
 
@@ -218,7 +216,7 @@ pub struct ServicePlan {
     pub id: u32,
     pub vip: Ipv4Addr,
     pub port: u16,
-    pub proto: u8,
+    pub proto: Proto,
     /// `SERVICE_*` flags (what XDP does with flows of a down backend).
     pub flags: u32,
     pub backends: Vec<BackendPlan>,
@@ -335,7 +333,7 @@ pub fn plan(
             id,
             vip: svc.vip,
             port: svc.port,
-            proto: proto_num(svc.protocol),
+            proto: svc.protocol,
             flags: service_flags(svc),
             backends,
         });
@@ -435,7 +433,7 @@ pub(crate) mod tests {
         Service {
             vip: VIP,
             port,
-            protocol: Protocol::Tcp,
+            protocol: Proto::Tcp,
             check: None,
             on_backend_down: OnBackendDown::Reset,
             backends,
@@ -525,8 +523,8 @@ pub(crate) mod tests {
         ]);
         let mut ids = Ids::default();
         ids.assign(&cfg).unwrap();
-        let amqp = (VIP, 5672, PROTO_TCP);
-        let http = (VIP, 15672, PROTO_TCP);
+        let amqp = (VIP, 5672, Proto::Tcp);
+        let http = (VIP, 15672, Proto::Tcp);
         assert_eq!((ids.service(&amqp), ids.service(&http)), (Some(0), Some(1)));
         let b = |ids: &Ids, svc: u32, last: u8| ids.backend(svc, Ipv4Addr::new(10, 99, 0, last));
         assert_eq!(
@@ -647,7 +645,7 @@ pub(crate) mod tests {
     fn a_down_backend_leaves_the_table_until_it_is_up() {
         let cfg = three_backends();
         let mut steering = Steering::default();
-        let key = ((VIP, 5672, PROTO_TCP), Ipv4Addr::new(10, 99, 0, 11));
+        let key = ((VIP, 5672, Proto::Tcp), Ipv4Addr::new(10, 99, 0, 11));
         assert!(steering.set_down(key, false, "connection refused"));
         assert!(!steering.set_down(key, false, "timed out"), "already down");
         let p = plan_of(&cfg, &steering);
@@ -671,7 +669,7 @@ pub(crate) mod tests {
         let mut steering = Steering::default();
         for last in 11..=13 {
             steering.set_down(
-                ((VIP, 5672, PROTO_TCP), Ipv4Addr::new(10, 99, 0, last)),
+                ((VIP, 5672, Proto::Tcp), Ipv4Addr::new(10, 99, 0, last)),
                 false,
                 "refused",
             );

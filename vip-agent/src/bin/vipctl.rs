@@ -26,8 +26,7 @@ use vip_agent::{
     net::fmt_mac,
 };
 use vip_common::{
-    BACKEND_DOWN, BACKEND_DRAINING, BACKEND_ENABLED, BACKEND_LOCAL, NO_BACKEND, PROTO_TCP,
-    PROTO_UDP, counter,
+    BACKEND_DOWN, BACKEND_DRAINING, BACKEND_ENABLED, BACKEND_LOCAL, NO_BACKEND, Proto, counter,
 };
 
 #[derive(Parser)]
@@ -484,7 +483,7 @@ fn flows(maps: &Maps, json_out: bool) -> Out {
             json!({
                 "client": format!("{}:{}", ip(k.src), u16::from_be(k.sport)),
                 "vip": format!("{}:{}", ip(k.dst), u16::from_be(k.dport)),
-                "protocol": match k.proto { PROTO_TCP => "tcp", PROTO_UDP => "udp", _ => "?" },
+                "protocol": Proto::from_number(k.proto).map_or("?", Proto::name),
                 "backend_id": v.backend,
                 "backend": backend,
             })
@@ -511,12 +510,12 @@ fn flows(maps: &Maps, json_out: bool) -> Out {
     Ok(s)
 }
 
-fn parse_service(s: &str) -> Option<(Ipv4Addr, u16, u8)> {
+fn parse_service(s: &str) -> Option<(Ipv4Addr, u16, Proto)> {
     let (addr, proto) = match s.split_once('/') {
-        Some((a, "tcp")) => (a, PROTO_TCP),
-        Some((a, "udp")) => (a, PROTO_UDP),
+        Some((a, "tcp")) => (a, Proto::Tcp),
+        Some((a, "udp")) => (a, Proto::Udp),
         Some(_) => return None,
-        None => (s, PROTO_TCP),
+        None => (s, Proto::Tcp),
     };
     let (vip, port) = addr.split_once(':')?;
     Some((vip.parse().ok()?, port.parse().ok()?, proto))

@@ -20,6 +20,7 @@
 use std::path::Path;
 
 pub use crate::check::{CheckKind, Probe, Schedule};
+pub use vip_common::Proto;
 
 mod limits;
 mod raw;
@@ -200,7 +201,7 @@ backends = [
         let s = &c.services[0];
         assert_eq!(
             (s.vip, s.port, s.protocol),
-            (Ipv4Addr::new(10, 99, 0, 100), 5672, Protocol::Tcp)
+            (Ipv4Addr::new(10, 99, 0, 100), 5672, Proto::Tcp)
         );
         assert_eq!(s.line, 32);
         let check = s.check.as_ref().unwrap();
@@ -241,7 +242,7 @@ backends = [
         let s = &c.services[0];
         assert_eq!(
             (s.protocol, s.check.as_ref(), s.line),
-            (Protocol::Tcp, None, 4)
+            (Proto::Tcp, None, 4)
         );
         assert_eq!(s.backends[0].weight, 1);
 
@@ -649,7 +650,7 @@ backends = [
             "10.0.0.100:80/tcp is already defined by service[0] (line 4)",
         );
         let udp = format!("{NODE}{SERVICE}{SERVICE}protocol = \"udp\"\n");
-        assert_eq!(ok(&udp).services[1].protocol, Protocol::Udp);
+        assert_eq!(ok(&udp).services[1].protocol, Proto::Udp);
         let many: String = (1..=17)
             .map(|p| SERVICE.replace("port = 80", &format!("port = {p}")))
             .collect();

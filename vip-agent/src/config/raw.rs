@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use crate::{
     check::CheckKind,
-    config::{Addr, Dur, Int, Ip, OnBackendDown, Protocol, V3Checksum, XdpMode},
+    config::{Addr, Dur, Int, Ip, OnBackendDown, Proto, V3Checksum, XdpMode},
 };
 
 #[derive(Deserialize)]
@@ -105,7 +105,7 @@ pub(super) struct RawCheck {
 pub(super) struct RawService {
     pub(super) vip: Spanned<Ip>,
     pub(super) port: Spanned<Int>,
-    pub(super) protocol: Option<Protocol>,
+    pub(super) protocol: Option<Proto>,
     pub(super) check: Option<RawServiceCheck>,
     pub(super) on_backend_down: Option<Spanned<OnBackendDown>>,
     pub(super) backends: Option<Vec<Spanned<RawBackend>>>,

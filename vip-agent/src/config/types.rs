@@ -9,6 +9,8 @@ use std::{
 
 use serde::Deserialize;
 
+use vip_common::Proto;
+
 use crate::check::{Probe, Schedule};
 
 /// A whole node configuration, defaults applied and validated.
@@ -63,8 +65,8 @@ pub struct Service {
     pub vip: Ipv4Addr,
     /// 1..=65535.
     pub port: u16,
-    /// Default [`Protocol::Tcp`].
-    pub protocol: Protocol,
+    /// Key `protocol`: `"tcp"` (the default) or `"udp"`.
+    pub protocol: Proto,
     /// The health check of every backend; `None`: backends are always up.
     pub check: Option<ServiceCheck>,
     /// What happens to the flows of a backend that goes down (key
@@ -102,15 +104,6 @@ pub enum OnBackendDown {
     /// backend that fails its check but may still serve the connections it
     /// has.
     Keep,
-}
-
-/// `[[service]] protocol`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
 }
 
 /// One entry of `[[service]] backends`.
@@ -329,15 +322,6 @@ impl fmt::Display for XdpMode {
             Self::Auto => "auto",
             Self::Native => "native",
             Self::Generic => "generic",
-        })
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
         })
     }
 }

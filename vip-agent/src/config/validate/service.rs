@@ -6,7 +6,7 @@ use toml::Spanned;
 
 use super::Source;
 use crate::config::{
-    BackendConfig, ConfigError, MAX_WEIGHT, OnBackendDown, Protocol, RawService, Service, limit,
+    BackendConfig, ConfigError, MAX_WEIGHT, OnBackendDown, Proto, RawService, Service, limit,
 };
 
 impl Source<'_> {
@@ -15,7 +15,7 @@ impl Source<'_> {
         raw: Vec<Spanned<RawService>>,
     ) -> Result<Vec<Service>, ConfigError> {
         let mut services: Vec<Service> = Vec::with_capacity(raw.len());
-        let mut seen: HashMap<(Ipv4Addr, u16, Protocol), usize> = HashMap::new();
+        let mut seen: HashMap<(Ipv4Addr, u16, Proto), usize> = HashMap::new();
         let mut total_backends = 0;
         for (i, s) in raw.into_iter().enumerate() {
             let at = s.span().start;
@@ -135,13 +135,13 @@ impl Source<'_> {
     pub(super) fn on_backend_down(
         &self,
         v: Option<Spanned<OnBackendDown>>,
-        protocol: Protocol,
+        protocol: Proto,
         key: &str,
     ) -> Result<OnBackendDown, ConfigError> {
         match (v, protocol) {
-            (None, Protocol::Tcp) => Ok(OnBackendDown::Reset),
-            (None, Protocol::Udp) => Ok(OnBackendDown::Rehash),
-            (Some(v), Protocol::Udp) if *v.get_ref() == OnBackendDown::Reset => Err(self.error(
+            (None, Proto::Tcp) => Ok(OnBackendDown::Reset),
+            (None, Proto::Udp) => Ok(OnBackendDown::Rehash),
+            (Some(v), Proto::Udp) if *v.get_ref() == OnBackendDown::Reset => Err(self.error(
                 v.span().start,
                 key,
                 "\"reset\" answers with a TCP RST, and UDP has no RST; use \"rehash\" \
