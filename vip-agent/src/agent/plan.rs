@@ -380,7 +380,7 @@ pub fn dead_time(config: &Config) -> Duration {
     config
         .vrrp
         .iter()
-        .map(|v| v.advert_interval * 9 / 2)
+        .map(|v| v.election.advert_interval * 9 / 2)
         .max()
         .unwrap_or(Duration::from_secs(1))
 }

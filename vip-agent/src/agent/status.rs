@@ -11,10 +11,10 @@ use crate::net::fmt_mac;
 fn instance_status(i: &crate::vrrp::instance::Instance) -> crate::control::InstanceStatus {
     crate::control::InstanceStatus {
         name: i.cfg.name.clone(),
-        vrid: i.cfg.vrid,
+        vrid: i.cfg.election.vrid,
         state: i.machine.state().as_str().to_owned(),
         priority: i.machine.priority(),
-        base_priority: i.cfg.priority,
+        base_priority: i.cfg.election.priority,
         vips: i.cfg.vips.clone(),
         since_s: i.since.elapsed().as_secs_f64(),
         transitions: i.transitions,

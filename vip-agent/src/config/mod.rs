@@ -20,6 +20,7 @@
 use std::path::Path;
 
 pub use crate::check::{CheckKind, Probe, Schedule};
+pub use crate::vrrp::machine::Election;
 pub use vip_common::Proto;
 
 mod limits;
@@ -174,8 +175,11 @@ backends = [
         assert_eq!(c.node.bpffs, PathBuf::from("/sys/fs/bpf"));
         assert_eq!(c.node.control_socket, PathBuf::from("/run/vip/lb1.sock"));
         let v = &c.vrrp[0];
-        assert_eq!((v.vrid, v.priority, v.version), (51, 100, 3));
-        assert_eq!(v.advert_interval, Duration::from_millis(20));
+        assert_eq!(
+            (v.election.vrid, v.election.priority, v.election.version),
+            (51, 100, 3)
+        );
+        assert_eq!(v.election.advert_interval, Duration::from_millis(20));
         assert_eq!(v.unicast_peers, [Ipv4Addr::new(10, 99, 0, 3)]);
         assert_eq!(v.vips, [Ipv4Addr::new(10, 99, 0, 100)]);
         assert_eq!(
@@ -251,11 +255,16 @@ backends = [
         ));
         let v = &c.vrrp[0];
         assert_eq!(
-            (v.priority, v.version, v.preempt, v.virtual_mac),
+            (
+                v.election.priority,
+                v.election.version,
+                v.election.preempt,
+                v.virtual_mac
+            ),
             (100, 3, true, false)
         );
         assert_eq!(
-            (v.advert_interval, v.preempt_delay),
+            (v.election.advert_interval, v.election.preempt_delay),
             (Duration::from_secs(1), Duration::ZERO)
         );
         assert_eq!(
@@ -511,8 +520,11 @@ backends = [
         let c = ok(&vrrp_with(
             "advert_interval = \"1.5s\"\npreempt_delay = \"2m\"\n",
         ));
-        assert_eq!(c.vrrp[0].advert_interval, Duration::from_millis(1500));
-        assert_eq!(c.vrrp[0].preempt_delay, Duration::from_mins(2));
+        assert_eq!(
+            c.vrrp[0].election.advert_interval,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(c.vrrp[0].election.preempt_delay, Duration::from_mins(2));
     }
 
     #[test]
@@ -682,7 +694,10 @@ backends = [
             "vrrp[0].priority",
             "1..=255",
         );
-        assert_eq!(ok(&vrrp_with("priority = 255\n")).vrrp[0].priority, 255);
+        assert_eq!(
+            ok(&vrrp_with("priority = 255\n")).vrrp[0].election.priority,
+            255
+        );
         fails(
             &vrrp_with("version = 4\n"),
             11,
@@ -733,7 +748,9 @@ backends = [
             "version 3",
         );
         assert_eq!(
-            ok(&vrrp_with("advert_interval = \"40.95s\"\n")).vrrp[0].advert_interval,
+            ok(&vrrp_with("advert_interval = \"40.95s\"\n")).vrrp[0]
+                .election
+                .advert_interval,
             Duration::from_millis(40_950)
         );
         fails(
@@ -749,7 +766,9 @@ backends = [
             "255s",
         );
         assert_eq!(
-            ok(&vrrp_with("version = 2\nadvert_interval = \"3s\"\n")).vrrp[0].advert_interval,
+            ok(&vrrp_with("version = 2\nadvert_interval = \"3s\"\n")).vrrp[0]
+                .election
+                .advert_interval,
             Duration::from_secs(3)
         );
     }

@@ -11,7 +11,10 @@ use serde::Deserialize;
 
 use vip_common::Proto;
 
-use crate::check::{Probe, Schedule};
+use crate::{
+    check::{Probe, Schedule},
+    vrrp::machine::Election,
+};
 
 /// A whole node configuration, defaults applied and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,19 +190,10 @@ pub struct Check {
 pub struct Vrrp {
     /// Unique; passed to the notify script.
     pub name: String,
-    /// Virtual router id, 1..=255, unique on the node.
-    pub vrid: u8,
-    /// 1..=255 (default 100); 255 means this node owns the addresses.
-    pub priority: u8,
-    /// 3 (RFC 5798, default) or 2 (RFC 3768, for old keepalived peers).
-    pub version: u8,
-    /// Default 1s. Version 3: a multiple of 10ms, 10ms..=40.95s; version 2:
-    /// whole seconds, 1s..=255s.
-    pub advert_interval: Duration,
-    /// Default true.
-    pub preempt: bool,
-    /// Default 0s.
-    pub preempt_delay: Duration,
+    /// `vrid`, `priority`, `version`, `advert_interval`, `preempt`,
+    /// `preempt_delay`: what the VRRP machine elects with (their ranges and
+    /// defaults are documented there).
+    pub election: Election,
     /// Empty: multicast to 224.0.0.18.
     pub unicast_peers: Vec<Ipv4Addr>,
     /// Version 2 only: keepalived `auth_type PASS`, 1..=8 bytes.

@@ -57,7 +57,7 @@ fn version(v: u8) -> Version {
 }
 
 fn auth(cfg: &config::Vrrp) -> Auth {
-    match (&cfg.auth_pass, cfg.version) {
+    match (&cfg.auth_pass, cfg.election.version) {
         (Some(p), 2) => {
             let mut pw = [0u8; 8];
             let n = p.len().min(8);
@@ -86,17 +86,12 @@ impl Instance {
     #[must_use]
     pub fn new(cfg: config::Vrrp, iface_mac: [u8; 6], primary: Ipv4Addr, now: Instant) -> Self {
         let machine = Machine::new(Params {
-            vrid: cfg.vrid,
-            priority: cfg.priority,
-            version: cfg.version,
-            advert_interval: cfg.advert_interval,
-            preempt: cfg.preempt,
-            preempt_delay: cfg.preempt_delay,
+            election: cfg.election.clone(),
             primary,
             synced: cfg.sync_group.is_some(),
         });
         let mac = if cfg.virtual_mac {
-            virtual_mac(cfg.vrid)
+            virtual_mac(cfg.election.vrid)
         } else {
             iface_mac
         };
@@ -125,11 +120,12 @@ impl Instance {
 
     fn parse_options(&self) -> ParseOptions {
         ParseOptions {
-            expect: version(self.cfg.version),
-            vrid: self.cfg.vrid,
+            expect: version(self.cfg.election.version),
+            vrid: self.cfg.election.vrid,
             auth: auth(&self.cfg),
-            v2_interval_s: (self.cfg.version == 2)
-                .then(|| u8::try_from(self.cfg.advert_interval.as_secs()).unwrap_or(u8::MAX)),
+            v2_interval_s: (self.cfg.election.version == 2).then(|| {
+                u8::try_from(self.cfg.election.advert_interval.as_secs()).unwrap_or(u8::MAX)
+            }),
             unicast_peers: self.cfg.unicast_peers.clone(),
             checksum_forms: ChecksumForms::ALL,
         }
@@ -170,10 +166,10 @@ impl Instance {
     /// The advert this instance sends now with `priority`.
     fn advert(&self, priority: u8, dst: Ipv4Addr) -> Result<Vec<u8>, super::packet::EmitError> {
         let interval_cs =
-            u16::try_from(self.cfg.advert_interval.as_millis() / 10).unwrap_or(u16::MAX);
+            u16::try_from(self.cfg.election.advert_interval.as_millis() / 10).unwrap_or(u16::MAX);
         AdvertRepr {
-            version: version(self.cfg.version),
-            vrid: self.cfg.vrid,
+            version: version(self.cfg.election.version),
+            vrid: self.cfg.election.vrid,
             priority,
             interval_cs,
             addresses: self.cfg.vips.clone(),
@@ -271,7 +267,7 @@ impl Instance {
         self.refresh_at = (active && !refresh.is_zero()).then(|| self.since + refresh);
         tracing::info!(
             instance = %self.cfg.name,
-            vrid = self.cfg.vrid,
+            vrid = self.cfg.election.vrid,
             priority = self.machine.priority(),
             vips = ?self.cfg.vips,
             cause = self.machine.cause(),
@@ -475,7 +471,11 @@ impl Runtime {
     pub fn receive(&mut self, now: Instant, pkt: &Received, dp: &mut dyn MapStore) {
         let vrid = pkt.payload.get(1).copied();
         let before = self.states();
-        match self.instances.iter_mut().find(|i| Some(i.cfg.vrid) == vrid) {
+        match self
+            .instances
+            .iter_mut()
+            .find(|i| Some(i.cfg.election.vrid) == vrid)
+        {
             Some(i) => i.receive(now, pkt),
             None => self.unknown_vrid += 1,
         }
@@ -570,9 +570,11 @@ impl Runtime {
             if i.cfg.sync_group.is_some() {
                 continue;
             }
-            let p = crate::health::effective_priority(i.cfg.priority, &tracks[n], &|c: &str| {
-                failing(i, c)
-            });
+            let p = crate::health::effective_priority(
+                i.cfg.election.priority,
+                &tracks[n],
+                &|c: &str| failing(i, c),
+            );
             if p != i.machine.priority() {
                 tracing::info!(instance = %i.cfg.name, from = i.machine.priority(), to = p, "priority changed by tracked checks");
                 i.machine.handle_priority(now, p);
@@ -614,7 +616,7 @@ impl Runtime {
                     let priority = pkt.payload.get(2).copied().unwrap_or(0);
                     waiting.retain(|n| {
                         let i = &self.instances[*n];
-                        !(Some(i.cfg.vrid) == vrid && priority > 0 && pkt.src != i.primary)
+                        !(Some(i.cfg.election.vrid) == vrid && priority > 0 && pkt.src != i.primary)
                     });
                 }
             }
@@ -680,11 +682,11 @@ mod tests {
     fn a_reload_restarts_only_the_instances_whose_config_changed() {
         let old = instances();
         let mut new = old.clone();
-        new[1].priority = 150;
+        new[1].election.priority = 150;
         new.remove(2);
         let mut vi4 = old[0].clone();
         vi4.name = "VI_4".into();
-        vi4.vrid = 54;
+        vi4.election.vrid = 54;
         new.push(vi4);
         let changes = InstanceChanges::between(&old, &new);
         assert_eq!(

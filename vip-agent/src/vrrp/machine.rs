@@ -24,22 +24,33 @@ use std::{
 /// The priority of the address owner: master at once, never preempted.
 pub const OWNER_PRIORITY: u8 = 255;
 
+/// What an instance's election is configured with: the `[[vrrp]]` keys the
+/// machine reads (`config::Vrrp` carries this as its `election`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Election {
+    /// Virtual router id, 1..=255, unique on the node (the shell filters
+    /// adverts on it; kept for logs).
+    pub vrid: u8,
+    /// Configured base priority, 1..=255 (default 100); 255 means this node
+    /// owns the addresses: master at once, never preempted.
+    pub priority: u8,
+    /// 3 (RFC 9568, default) or 2 (RFC 3768, for old keepalived peers).
+    pub version: u8,
+    /// Our `Advertisement_Interval` (default 1s). Version 3: a multiple of
+    /// 10ms, 10ms..=40.95s; version 2: whole seconds, 1s..=255s.
+    pub advert_interval: Duration,
+    /// Preempt a lower-priority master (RFC `Preempt_Mode`, default true).
+    pub preempt: bool,
+    /// How long a preempting takeover waits (keepalived `preempt_delay`,
+    /// default 0s); see [`Machine::handle_advert`].
+    pub preempt_delay: Duration,
+}
+
 /// One instance's configuration, as far as the election is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
-    /// Virtual router id (the shell filters adverts on it; kept for logs).
-    pub vrid: u8,
-    /// Configured base priority, 1..=255; 255 = address owner.
-    pub priority: u8,
-    /// 3 (RFC 9568) or 2 (RFC 3768).
-    pub version: u8,
-    /// Our `Advertisement_Interval`; must not be zero.
-    pub advert_interval: Duration,
-    /// Preempt a lower-priority master (RFC `Preempt_Mode`).
-    pub preempt: bool,
-    /// How long a preempting takeover waits (keepalived `preempt_delay`); see
-    /// [`Machine::handle_advert`].
-    pub preempt_delay: Duration,
+    /// The configured election.
+    pub election: Election,
     /// Our primary address: the tie-break between equal priorities.
     pub primary: Ipv4Addr,
     /// A member of a sync group: master-down does not make it master by
@@ -179,18 +190,18 @@ impl Machine {
     /// than 2 or 3, a zero advert interval.
     #[must_use]
     pub fn new(params: Params) -> Self {
-        assert!(params.priority >= 1, "VRRP priority 0 is reserved");
+        assert!(params.election.priority >= 1, "VRRP priority 0 is reserved");
         assert!(
-            matches!(params.version, 2 | 3),
+            matches!(params.election.version, 2 | 3),
             "VRRP version must be 2 or 3"
         );
         assert!(
-            !params.advert_interval.is_zero(),
+            !params.election.advert_interval.is_zero(),
             "VRRP advert interval must not be zero"
         );
         Self {
-            priority: params.priority,
-            master_adver_interval: params.advert_interval,
+            priority: params.election.priority,
+            master_adver_interval: params.election.advert_interval,
             params,
             state: State::Initialize,
             link_up: true,
@@ -241,8 +252,8 @@ impl Machine {
         if adv.src == self.params.primary {
             return;
         }
-        let bad_interval = if self.params.version == 2 {
-            adv.interval != self.params.advert_interval
+        let bad_interval = if self.params.election.version == 2 {
+            adv.interval != self.params.election.advert_interval
         } else {
             adv.interval.is_zero()
         };
@@ -349,7 +360,7 @@ impl Machine {
     pub fn handle_sync_backup(&mut self, now: Instant) {
         if self.state == State::Master {
             self.actions.push_back(Action::SendAdvert { priority: 0 });
-            self.master_adver_interval = self.params.advert_interval;
+            self.master_adver_interval = self.params.election.advert_interval;
             self.cause = "sync group: a member fell back".into();
             self.enter_backup(now);
         }
@@ -406,7 +417,7 @@ impl Machine {
     /// `(256 − Priority) / 256` seconds.
     #[must_use]
     pub fn skew_time(&self) -> Duration {
-        let unit = if self.params.version == 2 {
+        let unit = if self.params.election.version == 2 {
             Duration::from_secs(1)
         } else {
             self.master_adver_interval
@@ -415,12 +426,12 @@ impl Machine {
     }
 
     fn is_owner(&self) -> bool {
-        self.params.priority == OWNER_PRIORITY
+        self.params.election.priority == OWNER_PRIORITY
     }
 
     /// From Initialize or Fault: as RFC Startup.
     fn enter_from_down(&mut self, now: Instant) {
-        self.master_adver_interval = self.params.advert_interval;
+        self.master_adver_interval = self.params.election.advert_interval;
         if !self.link_up {
             self.cause = "starting while not operational".into();
             self.enter_fault();
@@ -442,9 +453,9 @@ impl Machine {
         if !lower {
             self.preempt_hold = None;
         }
-        if !self.params.preempt || !lower || self.holding(now) {
+        if !self.params.election.preempt || !lower || self.holding(now) {
             self.wants_master = false;
-            if self.params.version == 3 {
+            if self.params.election.version == 3 {
                 self.master_adver_interval = adv.interval;
             }
             self.timers
@@ -454,12 +465,12 @@ impl Machine {
 
     /// Whether a preempt hold (started now if need be) still runs.
     fn holding(&mut self, now: Instant) -> bool {
-        if self.params.preempt_delay.is_zero() {
+        if self.params.election.preempt_delay.is_zero() {
             return false;
         }
         let until = *self
             .preempt_hold
-            .get_or_insert(now + self.params.preempt_delay);
+            .get_or_insert(now + self.params.election.preempt_delay);
         now < until
     }
 
@@ -474,7 +485,7 @@ impl Machine {
             self.actions.push_back(Action::SendAdvert {
                 priority: self.priority,
             });
-            if self.params.version == 3 {
+            if self.params.election.version == 3 {
                 self.master_adver_interval = adv.interval;
             }
             self.cause = format!(
@@ -497,13 +508,13 @@ impl Machine {
             priority: self.priority,
         });
         self.timers
-            .set(Timer::Advert, now + self.params.advert_interval);
+            .set(Timer::Advert, now + self.params.election.advert_interval);
     }
 
     fn become_master(&mut self, now: Instant) {
         self.state = State::Master;
         self.wants_master = false;
-        self.master_adver_interval = self.params.advert_interval;
+        self.master_adver_interval = self.params.election.advert_interval;
         self.timers.clear();
         self.preempt_hold = None;
         self.last_lower = None;
@@ -565,15 +576,23 @@ mod tests {
 
     fn params(i: usize, priority: u8) -> Params {
         Params {
-            vrid: 51,
-            priority,
-            version: 3,
-            advert_interval: MS10,
-            preempt: true,
-            preempt_delay: Duration::ZERO,
+            election: Election {
+                vrid: 51,
+                priority,
+                version: 3,
+                advert_interval: MS10,
+                preempt: true,
+                preempt_delay: Duration::ZERO,
+            },
             primary: addr(i),
             synced: false,
         }
+    }
+
+    /// `p` with its election changed by `f`.
+    fn with(mut p: Params, f: impl FnOnce(&mut Election)) -> Params {
+        f(&mut p.election);
+        p
     }
 
     fn adv(src: Ipv4Addr, priority: u8, interval: Duration) -> Incoming {
@@ -630,11 +649,10 @@ mod tests {
     #[test]
     fn timer_values_follow_the_rfc_formulas() {
         let m = |priority, version, interval| {
-            Machine::new(Params {
-                version,
-                advert_interval: interval,
-                ..params(0, priority)
-            })
+            Machine::new(with(params(0, priority), |e| {
+                e.version = version;
+                e.advert_interval = interval;
+            }))
         };
         let cases = [
             (100, 3, MS10, ns(6_093_750), MDI_100),
@@ -740,10 +758,7 @@ mod tests {
         assert_eq!(m.state(), State::Backup);
 
         // Without preempt a lower priority master is still the master.
-        let mut m = Machine::new(Params {
-            preempt: false,
-            ..params(0, 100)
-        });
+        let mut m = Machine::new(with(params(0, 100), |e| e.preempt = false));
         m.handle_startup(t0);
         m.handle_advert(t0 + ms(5), adv(other, 1, MS10));
         assert_eq!(m.poll_timeout(), Some(t0 + ms(5) + MDI_100));
@@ -753,10 +768,7 @@ mod tests {
     fn preempt_delay_counts_lower_adverts_until_it_ends() {
         let t0 = Instant::now();
         let other = addr(1);
-        let mut m = Machine::new(Params {
-            preempt_delay: ms(25),
-            ..params(0, 100)
-        });
+        let mut m = Machine::new(with(params(0, 100), |e| e.preempt_delay = ms(25)));
         m.handle_startup(t0);
         // First lower advert at 5ms starts the hold: accepted until 30ms.
         for at in [5, 15, 25] {
@@ -783,11 +795,10 @@ mod tests {
     fn v2_discards_a_foreign_interval_and_never_learns() {
         let t0 = Instant::now();
         let other = addr(1);
-        let mut m = Machine::new(Params {
-            version: 2,
-            advert_interval: ms(1000),
-            ..params(0, 100)
-        });
+        let mut m = Machine::new(with(params(0, 100), |e| {
+            e.version = 2;
+            e.advert_interval = ms(1000);
+        }));
         m.handle_startup(t0);
         let mdi = ns(3_609_375_000);
         assert_eq!(m.poll_timeout(), Some(t0 + mdi));
@@ -1071,7 +1082,7 @@ mod tests {
                 };
                 assert!(self.nodes[i].link, "node {i} sent with its link down");
                 let p = &self.nodes[i].params;
-                let adv = adv(p.primary, priority, p.advert_interval);
+                let adv = adv(p.primary, priority, p.election.advert_interval);
                 for to in 0..self.nodes.len() {
                     if to != i && !self.cut[i][to] {
                         self.seq += 1;
@@ -1303,10 +1314,7 @@ mod tests {
     fn backup_uses_the_masters_advert_interval() {
         // Node 0 advertises every 20ms, node 1 every 10ms.
         let mut sim = Sim::new(vec![
-            Params {
-                advert_interval: ms(20),
-                ..params(0, 150)
-            },
+            with(params(0, 150), |e| e.advert_interval = ms(20)),
             params(1, 100),
         ]);
         sim.start_all();
@@ -1326,10 +1334,11 @@ mod tests {
 
     #[test]
     fn v2_takeover_uses_the_configured_interval_and_skew_in_seconds() {
-        let v2 = |i, priority| Params {
-            version: 2,
-            advert_interval: ms(1000),
-            ..params(i, priority)
+        let v2 = |i, priority| {
+            with(params(i, priority), |e| {
+                e.version = 2;
+                e.advert_interval = ms(1000);
+            })
         };
         let mut sim = Sim::new(vec![v2(0, 150), v2(1, 100)]);
         sim.start_all();
@@ -1399,10 +1408,7 @@ mod tests {
 
     #[test]
     fn nopreempt_the_returning_master_stays_backup() {
-        let mut sim = returning_master(Params {
-            preempt: false,
-            ..params(0, 150)
-        });
+        let mut sim = returning_master(with(params(0, 150), |e| e.preempt = false));
         sim.run_until(ms(2000));
         assert_eq!(sim.times(0, Action::BecomeMaster), [MDI_150]);
         assert_eq!(sim.times(1, Action::BecomeBackup), [Duration::ZERO]);
@@ -1413,10 +1419,7 @@ mod tests {
 
     #[test]
     fn preempt_delay_postpones_the_preempting_takeover() {
-        let delayed = Params {
-            preempt_delay: ms(100),
-            ..params(0, 150)
-        };
+        let delayed = with(params(0, 150), |e| e.preempt_delay = ms(100));
         let mut sim = returning_master(delayed.clone());
         sim.run_until(ms(1500));
         let first = sim.nodes[0]
@@ -1634,7 +1637,7 @@ mod tests {
             Event::Cut(a, b, on) => sim.cut[a % n][b % n] = on,
             Event::Delay(a, b, per_mille) => {
                 sim.delay[a % n][b % n] =
-                    sim.nodes[a % n].params.advert_interval * per_mille / 1000;
+                    sim.nodes[a % n].params.election.advert_interval * per_mille / 1000;
             }
             Event::Priority(i, p) => sim.set_priority(i % n, p),
             Event::Link(i, up) => sim.set_link(i % n, up),
@@ -1648,11 +1651,12 @@ mod tests {
     /// nodes; delays stay, at most one interval), runs 3s more and checks
     /// every window with two masters that reaches past the heal.
     fn disrupt_and_heal(specs: &[Spec], events: &[(u64, Event)]) -> Result<(), TestCaseError> {
-        let all = specs.iter().enumerate().map(|(i, s)| Params {
-            advert_interval: ms(s.interval_ms),
-            preempt: s.preempt,
-            preempt_delay: ms(s.preempt_delay_ms),
-            ..params(i, s.priority)
+        let all = specs.iter().enumerate().map(|(i, s)| {
+            with(params(i, s.priority), |e| {
+                e.advert_interval = ms(s.interval_ms);
+                e.preempt = s.preempt;
+                e.preempt_delay = ms(s.preempt_delay_ms);
+            })
         });
         let mut sim = Sim::new(all.collect());
         sim.start_all();
@@ -1697,7 +1701,7 @@ mod tests {
             prop_assert!(m.state() == State::Master || m.state() == State::Backup);
             prop_assert!(
                 m.state() == State::Master
-                    || !node.params.preempt
+                    || !node.params.election.preempt
                     || m.priority() <= master.priority(),
                 "a preempting backup of priority {} under a master of {}",
                 m.priority(),

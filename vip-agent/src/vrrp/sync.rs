@@ -104,7 +104,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::vrrp::machine::{Action, Incoming, Params};
+    use crate::vrrp::machine::{Action, Election, Incoming, Params};
 
     const D: Duration = Duration::from_micros(100);
     const ADV: Duration = Duration::from_millis(10);
@@ -156,12 +156,14 @@ mod tests {
                         .enumerate()
                         .map(|(v, &priority)| {
                             Machine::new(Params {
-                                vrid: u8::try_from(v + 1).unwrap(),
-                                priority,
-                                version: 3,
-                                advert_interval: ADV,
-                                preempt: true,
-                                preempt_delay: Duration::ZERO,
+                                election: Election {
+                                    vrid: u8::try_from(v + 1).unwrap(),
+                                    priority,
+                                    version: 3,
+                                    advert_interval: ADV,
+                                    preempt: true,
+                                    preempt_delay: Duration::ZERO,
+                                },
                                 primary: addr(n),
                                 synced: true,
                             })

@@ -193,18 +193,18 @@ impl Source<'_> {
                     ),
                 ));
             }
-            if let Some((j, line)) = vrids.get(&inst.vrid) {
+            if let Some((j, line)) = vrids.get(&inst.election.vrid) {
                 return Err(self.error(
                     vrid_at,
                     &format!("vrrp[{i}].vrid"),
                     format!(
                         "vrid {} is already used by vrrp[{j}] (line {line}); each instance on an interface needs its own",
-                        inst.vrid
+                        inst.election.vrid
                     ),
                 ));
             }
             names.insert(inst.name.clone(), (i, inst.line));
-            vrids.insert(inst.vrid, (i, inst.line));
+            vrids.insert(inst.election.vrid, (i, inst.line));
             vrrp.push(inst);
         }
 

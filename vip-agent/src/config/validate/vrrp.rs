@@ -6,8 +6,8 @@ use toml::Spanned;
 
 use super::Source;
 use crate::config::{
-    ConfigError, Dur, Garp, Ip, MAX_AUTH_PASS, MAX_GARP_COUNT, RawGarp, RawTrack, RawTrackServices,
-    RawVrrp, Track, V3Checksum, Vrrp,
+    ConfigError, Dur, Election, Garp, Ip, MAX_AUTH_PASS, MAX_GARP_COUNT, RawGarp, RawTrack,
+    RawTrackServices, RawVrrp, Track, V3Checksum, Vrrp,
 };
 
 impl Source<'_> {
@@ -93,12 +93,14 @@ impl Source<'_> {
 
         Ok(Vrrp {
             name,
-            vrid,
-            priority,
-            version,
-            advert_interval,
-            preempt: raw.preempt.unwrap_or(true),
-            preempt_delay: raw.preempt_delay.map_or(Duration::ZERO, |d| d.0),
+            election: Election {
+                vrid,
+                priority,
+                version,
+                advert_interval,
+                preempt: raw.preempt.unwrap_or(true),
+                preempt_delay: raw.preempt_delay.map_or(Duration::ZERO, |d| d.0),
+            },
             unicast_peers,
             auth_pass,
             vips,
