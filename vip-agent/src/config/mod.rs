@@ -29,6 +29,7 @@ mod spans;
 mod types;
 mod validate;
 mod values;
+pub mod write;
 
 use self::{
     limits::{

@@ -1,13 +1,17 @@
 //! Writing the TOML, and checking it loads.
 
-use std::{collections::HashSet, fmt::Write as _, net::Ipv4Addr, path::Path, time::Duration};
+use std::{collections::HashSet, path::Path, time::Duration};
 
 use super::{
     ImportError, Imported, Note, Options, host_name,
     lex::{Loc, RawNote},
-    model::{Converter, Garp, KA_ADVERT, Probe, Script},
+    model::{Converter, KA_ADVERT, Script},
     validate,
-    values::{fmt_dur, node_name, q},
+    values::{fmt_dur, node_name},
+};
+use crate::config::{
+    Config, DEFAULT_BPFFS, Node, OnBackendDown, Service, ServiceCheck, V3Checksum, Vrrp, XdpMode,
+    write::{self, Comments},
 };
 
 /// A vip `[[check]]` made from a `vrrp_script`.
@@ -15,41 +19,22 @@ pub(in crate::import) struct CheckOut<'a> {
     pub(in crate::import) script: &'a Script,
 }
 
-/// A `[[vrrp]]` ready to write.
+/// A `[[vrrp]]` ready to write, and where it came from.
 pub(in crate::import) struct VrrpOut {
-    pub(in crate::import) name: String,
+    pub(in crate::import) vrrp: Vrrp,
     pub(in crate::import) at: Loc,
-    pub(in crate::import) vrid: u8,
-    pub(in crate::import) priority: u8,
-    pub(in crate::import) version: u8,
-    pub(in crate::import) advert: Duration,
-    pub(in crate::import) nopreempt: bool,
-    pub(in crate::import) preempt_delay: Option<Duration>,
-    pub(in crate::import) peers: Vec<Ipv4Addr>,
-    pub(in crate::import) auth_pass: Option<String>,
-    pub(in crate::import) vips: Vec<Ipv4Addr>,
     /// The line of the first VIP.
     pub(in crate::import) vips_at: Loc,
-    pub(in crate::import) virtual_mac: bool,
-    pub(in crate::import) garp: Garp,
-    pub(in crate::import) tracks: Vec<(String, i32)>,
-    pub(in crate::import) notify: Option<String>,
-    pub(in crate::import) sync_group: Option<String>,
-    pub(in crate::import) old_checksum: bool,
 }
 
-/// A `[[service]]` ready to write.
+/// A `[[service]]` ready to write, and where it came from.
 pub(in crate::import) struct ServiceOut {
+    pub(in crate::import) service: Service,
     pub(in crate::import) at: Loc,
-    pub(in crate::import) vip: Ipv4Addr,
-    pub(in crate::import) port: u16,
-    pub(in crate::import) udp: bool,
-    pub(in crate::import) check: Option<Probe>,
-    /// Why the check is written as a comment only.
-    pub(in crate::import) check_off: Option<String>,
-    /// `on_backend_down = "keep"`, from keepalived's `inhibit_on_failure`.
-    pub(in crate::import) keep: bool,
-    pub(in crate::import) backends: Vec<(Ipv4Addr, u32, Loc)>,
+    /// Where each backend came from.
+    pub(in crate::import) backends_at: Vec<Loc>,
+    /// The check this build refuses, and why: written as a comment only.
+    pub(in crate::import) check_off: Option<(ServiceCheck, String)>,
 }
 
 impl Converter {
@@ -63,7 +48,7 @@ impl Converter {
         let vrrp = self.vrrp_out();
         let tracked: HashSet<&str> = vrrp
             .iter()
-            .flat_map(|v| v.tracks.iter().map(|(c, _)| c.as_str()))
+            .flat_map(|v| v.vrrp.track.iter().map(|t| t.check.as_str()))
             .collect();
         let unused: Vec<(Loc, String)> = self
             .scripts
@@ -137,13 +122,13 @@ impl Converter {
         let which: Vec<usize> = if key == "service.check" {
             // refuse_unsupported: this build checks no service at all.
             (0..services.len())
-                .filter(|&i| services[i].check.is_some())
+                .filter(|&i| services[i].service.check.is_some())
                 .collect()
         } else if let Some(rest) = key.strip_prefix("service[")
             && let Some((i, field)) = rest.split_once(']')
             && field.starts_with(".check")
             && let Ok(i) = i.parse::<usize>()
-            && services.get(i).is_some_and(|s| s.check.is_some())
+            && services.get(i).is_some_and(|s| s.service.check.is_some())
         {
             vec![i]
         } else {
@@ -155,7 +140,7 @@ impl Converter {
         for i in which {
             let s = &mut services[i];
             let why = e.message.clone();
-            s.check_off = Some(why.clone());
+            s.check_off = s.service.check.take().map(|c| (c, why.clone()));
             let at = s.at;
             self.note(
                 at,
@@ -241,9 +226,10 @@ impl Converter {
     pub(in crate::import) fn local_vips(&mut self, vrrp: &[VrrpOut], services: &[ServiceOut]) {
         for v in vrrp {
             let bare: Vec<String> = v
+                .vrrp
                 .vips
                 .iter()
-                .filter(|a| !services.iter().any(|s| s.vip == **a))
+                .filter(|a| !services.iter().any(|s| s.service.vip == **a))
                 .map(ToString::to_string)
                 .collect();
             if !bare.is_empty() {
@@ -260,6 +246,8 @@ impl Converter {
         }
     }
 
+    /// The vip configuration, from config's own types through its writer,
+    /// each table and backend commented with the `file:line` it came from.
     pub(in crate::import) fn toml(
         &self,
         path: &Path,
@@ -269,158 +257,80 @@ impl Converter {
         vrrp: &[VrrpOut],
         services: &[ServiceOut],
     ) -> String {
-        let mut t = String::new();
-        let from = |at: Option<Loc>, what: &str| {
-            at.map_or_else(String::new, |at| format!("  # {} ({what})", self.loc(at)))
-        };
-        let _ = writeln!(
-            t,
-            "# vip configuration imported from {} by `vipctl import-keepalived`.\n\
-             # Review the notes it printed: they list what vip does differently.\n",
-            path.display()
-        );
-        let _ = writeln!(t, "[node]");
-        let _ = writeln!(
-            t,
-            "interface = {}{}",
-            q(interface.0),
-            from(interface.1, "interface")
-        );
-        let _ = writeln!(t, "name = {}{}", q(name.0), from(name.1, "router_id"));
-        for c in checks {
+        let mut comments = Comments::default();
+        if let Some(at) = interface.1 {
+            comments.beside("node.interface", format!("{} (interface)", self.loc(at)));
+        }
+        if let Some(at) = name.1 {
+            comments.beside("node.name", format!("{} (router_id)", self.loc(at)));
+        }
+        for (i, c) in checks.iter().enumerate() {
             let s = c.script;
-            let _ = writeln!(t, "\n[[check]]");
-            let _ = writeln!(t, "# {}: vrrp_script {}", self.loc(s.at), s.name);
-            let _ = writeln!(t, "name = {}", q(&s.name));
-            let _ = writeln!(t, "kind = \"exec\"");
-            let _ = writeln!(
-                t,
-                "command = {}",
-                q(s.command.as_deref().unwrap_or_default())
-            );
-            let _ = writeln!(t, "interval = {}", q(&fmt_dur(s.interval)));
-            let _ = writeln!(
-                t,
-                "timeout = {}",
-                q(&fmt_dur(s.timeout.unwrap_or(s.interval)))
-            );
-            let _ = writeln!(t, "rise = {}", s.rise);
-            let _ = writeln!(t, "fall = {}", s.fall);
-        }
-        for v in vrrp {
-            self.vrrp_toml(&mut t, v);
-        }
-        for s in services {
-            self.service_toml(&mut t, s);
-        }
-        t
-    }
-
-    pub(in crate::import) fn vrrp_toml(&self, t: &mut String, v: &VrrpOut) {
-        let list = |a: &[Ipv4Addr]| {
-            a.iter()
-                .map(|a| q(&a.to_string()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let _ = writeln!(t, "\n[[vrrp]]");
-        let _ = writeln!(t, "# {}: vrrp_instance {}", self.loc(v.at), v.name);
-        let _ = writeln!(t, "name = {}", q(&v.name));
-        let _ = writeln!(t, "vrid = {}", v.vrid);
-        let _ = writeln!(t, "priority = {}", v.priority);
-        let _ = writeln!(t, "version = {}", v.version);
-        let _ = writeln!(t, "advert_interval = {}", q(&fmt_dur(v.advert)));
-        if v.nopreempt {
-            let _ = writeln!(t, "preempt = false");
-        }
-        if let Some(d) = v.preempt_delay {
-            let _ = writeln!(t, "preempt_delay = {}", q(&fmt_dur(d)));
-        }
-        if !v.peers.is_empty() {
-            let _ = writeln!(t, "unicast_peers = [{}]", list(&v.peers));
-        }
-        if let Some(p) = &v.auth_pass {
-            let _ = writeln!(t, "auth_pass = {}", q(p));
-        }
-        let _ = writeln!(t, "vips = [{}]", list(&v.vips));
-        if v.virtual_mac {
-            let _ = writeln!(t, "virtual_mac = true");
-        }
-        let mut garp = Vec::new();
-        if let Some(c) = v.garp.count {
-            garp.push(format!("count = {c}"));
-        }
-        if let Some(i) = v.garp.interval {
-            garp.push(format!("interval = {}", q(&fmt_dur(i))));
-        }
-        if let Some(r) = v.garp.refresh {
-            garp.push(format!("refresh = {}", q(&fmt_dur(r))));
-        }
-        if !garp.is_empty() {
-            let _ = writeln!(t, "garp = {{ {} }}", garp.join(", "));
-        }
-        if !v.tracks.is_empty() {
-            let tracks: Vec<String> = v
-                .tracks
-                .iter()
-                .map(|(c, w)| format!("{{ check = {}, weight = {w} }}", q(c)))
-                .collect();
-            let _ = writeln!(t, "track = [{}]", tracks.join(", "));
-        }
-        if let Some(n) = &v.notify {
-            let _ = writeln!(t, "notify = {}", q(n));
-        }
-        if let Some(g) = &v.sync_group {
-            let _ = writeln!(t, "sync_group = {}", q(g));
-        }
-        if v.old_checksum {
-            let _ = writeln!(
-                t,
-                "v3_checksum = \"group-pseudo-header\"  # old_unicast_checksum"
+            comments.above(
+                format!("check[{i}]"),
+                format!("{}: vrrp_script {}", self.loc(s.at), s.name),
             );
         }
-    }
-
-    pub(in crate::import) fn service_toml(&self, t: &mut String, s: &ServiceOut) {
-        let _ = writeln!(t, "\n[[service]]");
-        let _ = writeln!(
-            t,
-            "# {}: virtual_server {} {}",
-            self.loc(s.at),
-            s.vip,
-            s.port
-        );
-        let _ = writeln!(t, "vip = {}", q(&s.vip.to_string()));
-        let _ = writeln!(t, "port = {}", s.port);
-        let _ = writeln!(
-            t,
-            "protocol = {}",
-            if s.udp { "\"udp\"" } else { "\"tcp\"" }
-        );
-        if s.keep {
-            let _ = writeln!(t, "on_backend_down = \"keep\"  # inhibit_on_failure");
-        }
-        if let Some(c) = &s.check {
-            match &s.check_off {
-                None => {
-                    let _ = writeln!(t, "check = {{ {} }}", c.toml());
-                }
-                Some(why) => {
-                    let _ = writeln!(t, "# Not accepted by this build of vip ({why}):");
-                    let _ = writeln!(t, "# check = {{ {} }}", c.toml());
-                }
+        for (i, v) in vrrp.iter().enumerate() {
+            comments.above(
+                format!("vrrp[{i}]"),
+                format!("{}: vrrp_instance {}", self.loc(v.at), v.vrrp.name),
+            );
+            if v.vrrp.v3_checksum == V3Checksum::GroupPseudoHeader {
+                comments.beside(format!("vrrp[{i}].v3_checksum"), "old_unicast_checksum");
             }
         }
-        let _ = writeln!(t, "backends = [");
-        for (a, w, at) in &s.backends {
-            let _ = writeln!(
-                t,
-                "  {{ address = {}, weight = {w} }},  # {}",
-                q(&a.to_string()),
-                self.loc(*at)
+        for (i, s) in services.iter().enumerate() {
+            let svc = &s.service;
+            comments.above(
+                format!("service[{i}]"),
+                format!(
+                    "{}: virtual_server {} {}",
+                    self.loc(s.at),
+                    svc.vip,
+                    svc.port
+                ),
             );
+            if svc.on_backend_down == OnBackendDown::Keep {
+                comments.beside(
+                    format!("service[{i}].on_backend_down"),
+                    "inhibit_on_failure",
+                );
+            }
+            if let Some((check, why)) = &s.check_off {
+                comments.above(
+                    format!("service[{i}].backends"),
+                    format!(
+                        "Not accepted by this build of vip ({why}):\ncheck = {}",
+                        write::service_check(check)
+                    ),
+                );
+            }
+            for (j, at) in s.backends_at.iter().enumerate() {
+                comments.beside(format!("service[{i}].backends[{j}]"), self.loc(*at));
+            }
         }
-        let _ = writeln!(t, "]");
+        let node = Node {
+            interface: interface.0.to_owned(),
+            name: name.0.to_owned(),
+            bpffs: DEFAULT_BPFFS.into(),
+            control_socket: format!("/run/vip/{}.sock", name.0).into(),
+            metrics: None,
+            xdp_mode: XdpMode::default(),
+            dead_time: None,
+        };
+        let config = Config {
+            node,
+            checks: checks.iter().map(|c| c.script.check()).collect(),
+            vrrp: vrrp.iter().map(|v| v.vrrp.clone()).collect(),
+            services: services.iter().map(|s| s.service.clone()).collect(),
+        };
+        format!(
+            "# vip configuration imported from {} by `vipctl import-keepalived`.\n\
+             # Review the notes it printed: they list what vip does differently.\n\n{}",
+            path.display(),
+            write::document(&config, &comments)
+        )
     }
 }
 

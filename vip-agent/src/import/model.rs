@@ -1,12 +1,15 @@
 //! What the keepalived file says, in vip's terms, and the converter that
 //! gathers it.
 
-use std::{collections::HashSet, fmt::Write as _, net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{collections::HashSet, net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use super::{
     ast::Stmt,
     lex::{Loc, RawNote},
-    values::{fmt_dur, q},
+};
+use crate::{
+    check::{self, Schedule},
+    config::{Check, ServiceCheck},
 };
 
 /// keepalived's defaults that differ from vip's.
@@ -45,6 +48,27 @@ pub(in crate::import) struct Script {
     pub(in crate::import) weight: i32,
     pub(in crate::import) rise: u32,
     pub(in crate::import) fall: u32,
+}
+
+impl Script {
+    /// The `[[check]]` in config's terms: an exec check of the script.
+    pub(in crate::import) fn check(&self) -> Check {
+        Check {
+            name: self.name.clone(),
+            probe: check::Probe::Exec {
+                command: self.command.clone().unwrap_or_default(),
+            },
+            address: None,
+            port: None,
+            schedule: Schedule {
+                interval: self.interval,
+                timeout: self.timeout.unwrap_or(self.interval),
+                rise: self.rise,
+                fall: self.fall,
+            },
+            line: 0,
+        }
+    }
 }
 
 /// A `track_script` line.
@@ -147,31 +171,31 @@ impl Probe {
         d
     }
 
-    /// The inline table, without the braces.
-    pub(in crate::import) fn toml(&self) -> String {
-        let mut s = format!(
-            "kind = {}, interval = {}, timeout = {}, rise = 1, fall = {}",
-            q(self.kind),
-            q(&fmt_dur(self.interval)),
-            q(&fmt_dur(self.timeout)),
-            self.fall
-        );
-        if let Some(p) = self.port {
-            let _ = write!(s, ", port = {p}");
+    /// The service check in config's terms (keepalived's checkers rise at
+    /// the first success).
+    pub(in crate::import) fn check(&self) -> ServiceCheck {
+        let probe = match self.kind {
+            "http" => check::Probe::Http {
+                path: self.path.clone().unwrap_or_else(|| "/".to_owned()),
+                expect_status: self.expect_status.unwrap_or(200),
+                expect_body: self.expect_body.clone(),
+                auth: None,
+            },
+            "exec" => check::Probe::Exec {
+                command: self.command.clone().unwrap_or_default(),
+            },
+            _ => check::Probe::Tcp,
+        };
+        ServiceCheck {
+            probe,
+            schedule: Schedule {
+                interval: self.interval,
+                timeout: self.timeout,
+                rise: 1,
+                fall: self.fall,
+            },
+            port: self.port,
         }
-        if let Some(p) = &self.path {
-            let _ = write!(s, ", path = {}", q(p));
-        }
-        if let Some(st) = self.expect_status {
-            let _ = write!(s, ", expect_status = {st}");
-        }
-        if let Some(b) = &self.expect_body {
-            let _ = write!(s, ", expect_body = {}", q(b));
-        }
-        if let Some(c) = &self.command {
-            let _ = write!(s, ", command = {}", q(c));
-        }
-        s
     }
 }
 

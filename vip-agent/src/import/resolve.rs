@@ -6,6 +6,9 @@ use super::{
     MAX_WEIGHT, Notify, Probe, STATE_KEYWORDS, Script, Server, ServiceOut, VrrpOut, advert_for,
     with_backend_variable,
 };
+use crate::config::{
+    self, BackendConfig, Election, OnBackendDown, Proto, Service, Track, V3Checksum, Vrrp,
+};
 
 impl Converter {
     #[expect(
@@ -71,7 +74,7 @@ impl Converter {
                 notes.push((inst.at, "virtual_router_id", format!("ignored: {} uses vrid {vrid} like {other}, and vip runs all instances on one interface", inst.name)));
                 continue;
             }
-            if out.iter().any(|o| o.name == inst.name) {
+            if out.iter().any(|o| o.vrrp.name == inst.name) {
                 notes.push((
                     inst.at,
                     "vrrp_instance",
@@ -131,7 +134,10 @@ impl Converter {
                     )));
                     weight = 0;
                 }
-                tracks.push((script.name.clone(), weight));
+                tracks.push(Track {
+                    check: script.name.clone(),
+                    weight,
+                });
             }
             let notify = Self::notify_out(inst, &mut notes);
             let old_checksum = match inst.old_checksum {
@@ -155,25 +161,41 @@ impl Converter {
                 }
                 (None, None) => KA_PRIORITY,
             };
+            let garp = inst.garp.or(&self.garp);
+            let defaults = config::Garp::default();
             out.push(VrrpOut {
-                name: inst.name.clone(),
+                vrrp: Vrrp {
+                    name: inst.name.clone(),
+                    election: Election {
+                        vrid,
+                        priority,
+                        version,
+                        advert_interval: advert,
+                        preempt: !inst.nopreempt,
+                        preempt_delay: inst.preempt_delay.unwrap_or_default(),
+                    },
+                    unicast_peers: peers,
+                    auth_pass,
+                    vips,
+                    virtual_mac: inst.virtual_mac,
+                    garp: config::Garp {
+                        count: garp.count.unwrap_or(defaults.count),
+                        interval: garp.interval.unwrap_or(defaults.interval),
+                        refresh: garp.refresh.unwrap_or(defaults.refresh),
+                    },
+                    track: tracks,
+                    notify: notify.map(Into::into),
+                    track_services: None,
+                    sync_group: group.map(|g| g.name.clone()),
+                    v3_checksum: if old_checksum {
+                        V3Checksum::GroupPseudoHeader
+                    } else {
+                        V3Checksum::default()
+                    },
+                    line: 0,
+                },
                 at: inst.at,
-                vrid,
-                priority,
-                version,
-                advert,
-                nopreempt: inst.nopreempt,
-                preempt_delay: inst.preempt_delay,
-                peers,
-                auth_pass,
-                vips,
                 vips_at: inst.vips[0].1,
-                virtual_mac: inst.virtual_mac,
-                garp: inst.garp.or(&self.garp),
-                tracks,
-                notify,
-                sync_group: group.map(|g| g.name.clone()),
-                old_checksum,
             });
         }
         for (at, keyword, message) in notes {
@@ -239,10 +261,11 @@ impl Converter {
         let servers = std::mem::take(&mut self.servers);
         let mut out: Vec<ServiceOut> = Vec::new();
         for s in &servers {
-            if let Some(first) = out
-                .iter()
-                .find(|o| o.vip == s.vip && o.port == s.port && o.udp == s.udp)
-            {
+            let protocol = if s.udp { Proto::Udp } else { Proto::Tcp };
+            if let Some(first) = out.iter().find(|o| {
+                let f = &o.service;
+                f.vip == s.vip && f.port == s.port && f.protocol == protocol
+            }) {
                 let msg = format!(
                     "ignored: {}:{} is already the virtual server at line {}",
                     s.vip, s.port, first.at.line
@@ -272,16 +295,29 @@ impl Converter {
             }
             self.scale_weights(&mut backends);
             let check = self.service_check(s);
-            let keep = self.keep_on_down(s, check.is_some());
+            let on_backend_down = if self.keep_on_down(s, check.is_some()) {
+                OnBackendDown::Keep
+            } else if s.udp {
+                OnBackendDown::Rehash
+            } else {
+                OnBackendDown::Reset
+            };
             out.push(ServiceOut {
+                service: Service {
+                    vip: s.vip,
+                    port: s.port,
+                    protocol,
+                    check: check.as_ref().map(Probe::check),
+                    on_backend_down,
+                    backends: backends
+                        .iter()
+                        .map(|&(address, weight, _)| BackendConfig { address, weight })
+                        .collect(),
+                    line: 0,
+                },
                 at: s.at,
-                vip: s.vip,
-                port: s.port,
-                udp: s.udp,
-                check,
+                backends_at: backends.iter().map(|b| b.2).collect(),
                 check_off: None,
-                keep,
-                backends,
             });
         }
         out

@@ -1,6 +1,6 @@
 //! keepalived values (timers, names, regexes) and their TOML spelling.
 
-use std::{fmt::Write as _, net::Ipv4Addr, time::Duration};
+use std::{net::Ipv4Addr, time::Duration};
 
 /// A keepalived `<TIMER>`: seconds, with a fraction down to microseconds.
 pub(in crate::import) fn parse_secs(s: &str) -> Option<Duration> {
@@ -21,37 +21,7 @@ pub(in crate::import) fn parse_secs(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs) + Duration::from_micros(micros))
 }
 
-/// "2s", "500ms" or "250us": what vip's duration parser reads back exactly.
-pub(in crate::import) fn fmt_dur(d: Duration) -> String {
-    let micros = d.as_micros();
-    if micros.is_multiple_of(1_000_000) {
-        format!("{}s", micros / 1_000_000)
-    } else if micros.is_multiple_of(1000) {
-        format!("{}ms", micros / 1000)
-    } else {
-        format!("{micros}us")
-    }
-}
-
-/// A TOML basic string.
-pub(in crate::import) fn q(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+pub(in crate::import) use crate::config::write::fmt_duration as fmt_dur;
 
 /// `router_id` (or a host name) as a vip node name: `[A-Za-z0-9_-]{1,32}`.
 pub(in crate::import) fn node_name(raw: &str) -> String {
