@@ -40,6 +40,12 @@ fn gauges(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Gau
     f
 }
 
+fn seconds(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Seconds> {
+    let f = Family::<Labels, Seconds>::default();
+    registry.register_with_unit(name, help, Unit::Seconds, f.clone());
+    f
+}
+
 fn set(f: &Family<Labels, Gauge>, labels: &Labels, v: i64) {
     f.get_or_create(labels).set(v);
 }
@@ -107,12 +113,10 @@ pub fn encode_status(status: &Status) -> String {
     let check_probes = counters(&mut r, "check_probes", "Node check probes run");
     let check_failures = counters(&mut r, "check_failures", "Node check probes that failed");
     let check_flaps = counters(&mut r, "check_flaps", "Node check state changes");
-    let check_latency = Family::<Labels, Seconds>::default();
-    r.register_with_unit(
+    let check_latency = seconds(
+        &mut r,
         "check_latency",
         "Duration of the node check's last probe",
-        Unit::Seconds,
-        check_latency.clone(),
     );
     for c in &status.checks {
         let l: Labels = vec![("check", c.name.clone()), ("kind", c.kind.clone())];
@@ -210,12 +214,10 @@ fn encode_backends(r: &mut Registry, status: &Status) {
         "backend_check_flaps",
         "Service check state changes of the backend",
     );
-    let latency = Family::<Labels, Seconds>::default();
-    r.register_with_unit(
+    let latency = seconds(
+        r,
         "backend_check_latency",
         "Duration of the backend's last service-check probe",
-        Unit::Seconds,
-        latency.clone(),
     );
     for s in &status.services {
         let service = format!("{}:{}/{}", s.vip, s.port, s.protocol);

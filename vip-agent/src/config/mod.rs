@@ -35,10 +35,7 @@ use self::{
     limits::{
         CHECK_FALL, CHECK_INTERVAL, CHECK_RISE, CHECK_TIMEOUT, MAX_IFNAME, MAX_NODE_NAME, limit,
     },
-    raw::{
-        RawCheck, RawConfig, RawGarp, RawNode, RawProbeKeys, RawSchedule, RawService,
-        RawServiceCheck, RawTrack, RawTrackServices, RawVrrp,
-    },
+    raw::{RawCheck, RawConfig, RawGarp, RawNode, RawService, RawTrack, RawTrackServices, RawVrrp},
     spans::{join, key_at, quoted_name},
     validate::Source,
     values::{Addr, Dur, Int, Ip},
@@ -969,6 +966,51 @@ backends = [
             9,
             "check[1].name",
             "already the name of check[0] (line 4)",
+        );
+    }
+
+    #[test]
+    fn every_node_check_is_named() {
+        let e = fails(
+            &format!("{NODE}[[check]]\nkind = \"tcp\"\naddress = \"127.0.0.1\"\nport = 1\n"),
+            4,
+            "check[0].name",
+            "every [[check]] needs a name, which [[vrrp]] track refers to",
+        );
+        assert!(e.message.contains("add name = "), "{e}");
+        fails(
+            &format!("check = [{{ kind = \"exec\", command = \"true\" }}]\n{NODE}"),
+            1,
+            "check[0].name",
+            "needs a name",
+        );
+    }
+
+    #[test]
+    fn a_service_check_has_no_name_or_address() {
+        let svc = |check: &str| format!("{NODE}{SERVICE}[service.check]\nkind = \"tcp\"\n{check}");
+        let e = fails(
+            &svc("interval = \"1s\"\nname = \"c\"\n"),
+            11,
+            "service[0].check.name",
+            "a service check probes each backend of the service, so it has no name",
+        );
+        assert!(
+            e.message
+                .contains("remove name, or write a [[check]] table"),
+            "{e}"
+        );
+        fails(
+            &svc("address = \"127.0.0.1\"\n"),
+            10,
+            "service[0].check.address",
+            "so it has no address; remove address",
+        );
+        fails(
+            &format!("{NODE}{SERVICE}check = {{ kind = \"tcp\", name = \"c\" }}\n"),
+            8,
+            "service[0].check.name",
+            "[[check]] table",
         );
     }
 

@@ -80,10 +80,15 @@ pub(super) struct RawTrack {
     pub(super) weight: Option<Spanned<Int>>,
 }
 
+/// A `[[check]]` table or a service's `check`: what to probe, how, and when.
+/// One struct for both, since serde's `deny_unknown_fields` does not work
+/// with `flatten`: `name` and `address` are `[[check]]` keys, which
+/// validation requires there and refuses in a service check. `port` is the
+/// target's in either. Every other key is the probe's or its schedule's.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCheck {
-    pub(super) name: Spanned<String>,
+    pub(super) name: Option<Spanned<String>>,
     pub(super) kind: Spanned<CheckKind>,
     pub(super) command: Option<Spanned<String>>,
     pub(super) interval: Option<Spanned<Dur>>,
@@ -106,47 +111,9 @@ pub(super) struct RawService {
     pub(super) vip: Spanned<Ip>,
     pub(super) port: Spanned<Int>,
     pub(super) protocol: Option<Proto>,
-    pub(super) check: Option<RawServiceCheck>,
+    pub(super) check: Option<RawCheck>,
     pub(super) on_backend_down: Option<Spanned<OnBackendDown>>,
     pub(super) backends: Option<Vec<Spanned<RawBackend>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawServiceCheck {
-    pub(super) kind: Spanned<CheckKind>,
-    pub(super) command: Option<Spanned<String>>,
-    pub(super) interval: Option<Spanned<Dur>>,
-    pub(super) timeout: Option<Spanned<Dur>>,
-    pub(super) rise: Option<Spanned<Int>>,
-    pub(super) fall: Option<Spanned<Int>>,
-    pub(super) port: Option<Spanned<Int>>,
-    pub(super) path: Option<Spanned<String>>,
-    pub(super) expect_status: Option<Spanned<Int>>,
-    pub(super) expect_body: Option<Spanned<String>>,
-    pub(super) user: Option<Spanned<String>>,
-    pub(super) password: Option<Spanned<String>>,
-    pub(super) vhost: Option<Spanned<String>>,
-}
-
-/// The keys that say what a probe sends and expects, shared by `[[check]]`
-/// and a service `check`.
-pub(super) struct RawProbeKeys {
-    pub(super) path: Option<Spanned<String>>,
-    pub(super) expect_status: Option<Spanned<Int>>,
-    pub(super) expect_body: Option<Spanned<String>>,
-    pub(super) user: Option<Spanned<String>>,
-    pub(super) password: Option<Spanned<String>>,
-    pub(super) vhost: Option<Spanned<String>>,
-}
-
-/// The keys that say when a check probes, shared likewise.
-#[derive(Clone, Copy)]
-pub(super) struct RawSchedule<'a> {
-    pub(super) interval: Option<&'a Spanned<Dur>>,
-    pub(super) timeout: Option<&'a Spanned<Dur>>,
-    pub(super) rise: Option<&'a Spanned<Int>>,
-    pub(super) fall: Option<&'a Spanned<Int>>,
 }
 
 #[derive(Deserialize)]

@@ -109,10 +109,7 @@ impl Maps {
     pub fn set_vip(&mut self, vip: Ipv4Addr, state: VipState) -> Result<(), DataplaneError> {
         self.vips
             .insert(u32::from_ne_bytes(vip.octets()), state, 0)
-            .map_err(|source| DataplaneError::Map {
-                name: maps::VIPS,
-                source,
-            })
+            .map_err(map_error(maps::VIPS))
     }
 
     /// Every VIP in the map.
@@ -121,31 +118,22 @@ impl Maps {
             .iter()
             .map(|r| r.map(|(k, v)| (Ipv4Addr::from(k.to_ne_bytes()), v)))
             .collect::<Result<_, _>>()
-            .map_err(|source| DataplaneError::Map {
-                name: maps::VIPS,
-                source,
-            })
+            .map_err(map_error(maps::VIPS))
     }
 
     /// Removes a VIP (no-op when absent).
     pub fn remove_vip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError> {
-        match self.vips.remove(&u32::from_ne_bytes(vip.octets())) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(DataplaneError::Map {
-                name: maps::VIPS,
-                source,
-            }),
-        }
+        removed(
+            self.vips.remove(&u32::from_ne_bytes(vip.octets())),
+            maps::VIPS,
+        )
     }
 
     /// Writes backend `id`.
     pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {
         self.backends
             .set(id, backend, 0)
-            .map_err(|source| DataplaneError::Map {
-                name: maps::BACKENDS,
-                source,
-            })
+            .map_err(map_error(maps::BACKENDS))
     }
 
     /// Every backend slot (disabled ones included).
@@ -153,10 +141,7 @@ impl Maps {
         self.backends
             .iter()
             .collect::<Result<_, _>>()
-            .map_err(|source| DataplaneError::Map {
-                name: maps::BACKENDS,
-                source,
-            })
+            .map_err(map_error(maps::BACKENDS))
     }
 
     /// Every service in the map.
@@ -165,10 +150,7 @@ impl Maps {
             .iter()
             .map(|r| r.map(|(k, v)| (v.id, (k, v))))
             .collect::<Result<_, _>>()
-            .map_err(|source| DataplaneError::Map {
-                name: maps::SERVICES,
-                source,
-            })
+            .map_err(map_error(maps::SERVICES))
     }
 
     /// Installs `table` as the service's lookup table: writes the half that
@@ -185,12 +167,7 @@ impl Maps {
         let current = match self.services.get(&key, 0) {
             Ok(s) if s.id == id => Some(s.live_half),
             Ok(_) | Err(MapError::KeyNotFound) => None,
-            Err(source) => {
-                return Err(DataplaneError::Map {
-                    name: maps::SERVICES,
-                    source,
-                });
-            }
+            Err(source) => return Err(map_error(maps::SERVICES)(source)),
         };
         let next = current.map_or(0, |h| (h + 1) & 1);
         let mut half: Box<LookupHalf> = bytemuck::zeroed_box();
@@ -204,22 +181,13 @@ impl Maps {
         };
         self.services
             .insert(key, value, 0)
-            .map_err(|source| DataplaneError::Map {
-                name: maps::SERVICES,
-                source,
-            })?;
+            .map_err(map_error(maps::SERVICES))?;
         Ok(next)
     }
 
     /// Removes a service (its flows fall back to `XDP_PASS`).
     pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
-        match self.services.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(DataplaneError::Map {
-                name: maps::SERVICES,
-                source,
-            }),
-        }
+        removed(self.services.remove(key), maps::SERVICES)
     }
 
     /// The live lookup table of service `id`.
@@ -227,10 +195,7 @@ impl Maps {
         let svc = self
             .services
             .get(key, 0)
-            .map_err(|source| DataplaneError::Map {
-                name: maps::SERVICES,
-                source,
-            })?;
+            .map_err(map_error(maps::SERVICES))?;
         let mut half: Box<LookupHalf> = bytemuck::zeroed_box();
         lookup_raw(
             &self.lookup,
@@ -264,10 +229,7 @@ impl Maps {
         };
         self.heartbeat
             .set(0, hb, 0)
-            .map_err(|source| DataplaneError::Map {
-                name: maps::HEARTBEAT,
-                source,
-            })
+            .map_err(map_error(maps::HEARTBEAT))
     }
 
     /// Counters summed over CPUs, indexed by `vip_common::counter`.
@@ -277,10 +239,7 @@ impl Maps {
             let values: PerCpuValues<u64> = self
                 .counters
                 .get(&u32::try_from(i).expect("small"), 0)
-                .map_err(|source| DataplaneError::Map {
-                    name: maps::COUNTERS,
-                    source,
-                })?;
+                .map_err(map_error(maps::COUNTERS))?;
             *slot = values.iter().sum();
         }
         Ok(out)
@@ -304,10 +263,7 @@ impl Maps {
                 })?;
             self.counters
                 .set(i, zero, 0)
-                .map_err(|source| DataplaneError::Map {
-                    name: maps::COUNTERS,
-                    source,
-                })?;
+                .map_err(map_error(maps::COUNTERS))?;
         }
         Ok(())
     }
@@ -317,10 +273,7 @@ impl Maps {
         let values = self
             .backend_stats
             .get(&id, 0)
-            .map_err(|source| DataplaneError::Map {
-                name: maps::BACKEND_STATS,
-                source,
-            })?;
+            .map_err(map_error(maps::BACKEND_STATS))?;
         Ok(values
             .iter()
             .fold(BackendStats::default(), |acc, s| BackendStats {
@@ -334,20 +287,28 @@ impl Maps {
         self.flows
             .iter()
             .collect::<Result<_, _>>()
-            .map_err(|source| DataplaneError::Map {
-                name: maps::FLOWS,
-                source,
-            })
+            .map_err(map_error(maps::FLOWS))
     }
 
     /// The heartbeat as last stamped.
     pub fn heartbeat(&self) -> Result<Heartbeat, DataplaneError> {
         self.heartbeat
             .get(&0, 0)
-            .map_err(|source| DataplaneError::Map {
-                name: maps::HEARTBEAT,
-                source,
-            })
+            .map_err(map_error(maps::HEARTBEAT))
+    }
+}
+
+/// The error of a read or write of map `name`.
+fn map_error(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+/// The result of removing a key from map `name`: an absent key is removed
+/// already.
+fn removed(result: Result<(), MapError>, name: &'static str) -> Result<(), DataplaneError> {
+    match result {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(source) => Err(map_error(name)(source)),
     }
 }
 

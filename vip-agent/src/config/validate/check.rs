@@ -1,5 +1,5 @@
-//! `[[check]]` and service `check` tables: the probe of each kind, its keys
-//! and its schedule.
+//! `[[check]]` and service `check` tables: what each names and targets, then
+//! one validation of the probe of each kind, its keys and its schedule.
 
 use std::net::Ipv4Addr;
 
@@ -10,7 +10,7 @@ use crate::{
     check::{CheckKind, Probe, Schedule},
     config::{
         CHECK_FALL, CHECK_INTERVAL, CHECK_RISE, CHECK_TIMEOUT, Check, ConfigError, Int, Ip,
-        RawCheck, RawProbeKeys, RawSchedule, RawServiceCheck, ServiceCheck,
+        RawCheck, ServiceCheck,
     },
 };
 
@@ -18,35 +18,22 @@ impl Source<'_> {
     pub(super) fn check(&self, i: usize, raw: Spanned<RawCheck>) -> Result<Check, ConfigError> {
         let line = self.line(raw.span().start);
         let table_at = raw.span().start;
-        let raw = raw.into_inner();
-        let key = |k: &str| format!("check[{i}].{k}");
-        let name = self.non_empty(raw.name, &key("name"), "the check name")?;
-        let kind = *raw.kind.get_ref();
-        let command = self.command(kind, raw.command, table_at, &key("command"), "")?;
-        let schedule = self.schedule(
-            RawSchedule {
-                interval: raw.interval.as_ref(),
-                timeout: raw.timeout.as_ref(),
-                rise: raw.rise.as_ref(),
-                fall: raw.fall.as_ref(),
-            },
-            &format!("check[{i}]"),
-        )?;
+        let mut raw = raw.into_inner();
+        let key = format!("check[{i}]");
+        let Some(name) = raw.name.take() else {
+            return Err(self.error(
+                table_at,
+                &format!("{key}.name"),
+                "is missing: every [[check]] needs a name, which [[vrrp]] track refers to; \
+                 add name = \"local-broker\", say"
+                    .to_owned(),
+            ));
+        };
+        let name = self.non_empty(name, &format!("{key}.name"), "the check name")?;
+        let (address, port) = (raw.address.take(), raw.port.take());
+        let (probe, schedule) = self.probe(raw, &key, table_at, "")?;
         let (address, port) =
-            self.check_target(kind, raw.address, raw.port.as_ref(), table_at, i)?;
-        let probe = self.probe(
-            kind,
-            command,
-            RawProbeKeys {
-                path: raw.path,
-                expect_status: raw.expect_status,
-                expect_body: raw.expect_body,
-                user: raw.user,
-                password: raw.password,
-                vhost: raw.vhost,
-            },
-            &format!("check[{i}]"),
-        )?;
+            self.check_target(probe.kind(), address, port.as_ref(), table_at, i)?;
         Ok(Check {
             name,
             probe,
@@ -54,6 +41,50 @@ impl Source<'_> {
             port,
             schedule,
             line,
+        })
+    }
+
+    /// A service's `check`: `port` (the service port when left out) and the
+    /// probe. It probes each backend, so the `[[check]]` keys `name` and
+    /// `address` are refused.
+    pub(super) fn service_check(
+        &self,
+        mut raw: RawCheck,
+        key: &str,
+    ) -> Result<ServiceCheck, ConfigError> {
+        let sub = |k: &str| format!("{key}.{k}");
+        let node_only = [
+            ("name", raw.name.as_ref().map(Spanned::span)),
+            ("address", raw.address.as_ref().map(Spanned::span)),
+        ];
+        for (k, span) in node_only {
+            if let Some(span) = span {
+                return Err(self.error(
+                    span.start,
+                    &sub(k),
+                    format!(
+                        "a service check probes each backend of the service, so it has no {k}; \
+                         remove {k}, or write a [[check]] table, where name and address belong \
+                         (a check of one address that [[vrrp]] track can refer to)"
+                    ),
+                ));
+            }
+        }
+        let port = raw.port.take();
+        let kind_at = raw.kind.span().start;
+        let (probe, schedule) = self.probe(
+            raw,
+            key,
+            kind_at,
+            " (it runs once per backend, with VIP_BACKEND_ADDRESS and VIP_BACKEND_PORT set)",
+        )?;
+        let port = port
+            .map(|p| self.int(&p, &sub("port"), 1..=65535, "a port"))
+            .transpose()?;
+        Ok(ServiceCheck {
+            probe,
+            schedule,
+            port,
         })
     }
 
@@ -197,18 +228,23 @@ impl Source<'_> {
         })
     }
 
-    /// The probe of a check of `kind` from its keys (`key` is the check's
-    /// own dotted key; `command` is validated already): each key is refused
-    /// where it means nothing for the kind, rather than silently ignored, and
-    /// the defaults are filled in.
+    /// The probe and schedule of a check, `[[check]]` or a service's (`key`
+    /// is its own dotted key): each key is refused where it means nothing
+    /// for the kind, rather than silently ignored, and the defaults are
+    /// filled in. A missing `command` is reported at `missing_at`, with
+    /// `hint`. `name`, `address` and `port` are the caller's to validate and
+    /// are not looked at here.
     pub(super) fn probe(
         &self,
-        kind: CheckKind,
-        command: Option<String>,
-        raw: RawProbeKeys,
+        mut raw: RawCheck,
         key: &str,
-    ) -> Result<Probe, ConfigError> {
+        missing_at: usize,
+        hint: &str,
+    ) -> Result<(Probe, Schedule), ConfigError> {
         let sub = |k: &str| format!("{key}.{k}");
+        let kind = *raw.kind.get_ref();
+        let command = self.command(kind, raw.command.take(), missing_at, &sub("command"), hint)?;
+        let schedule = self.schedule(&raw, key)?;
         self.refuse_foreign_keys(kind, &raw, key)?;
         match (&raw.user, &raw.password) {
             (Some(u), None) => {
@@ -262,7 +298,7 @@ impl Source<'_> {
         };
         let expect_body = self.probe_body(raw.expect_body, &sub("expect_body"))?;
         let login = user.zip(password);
-        Ok(match kind {
+        let probe = match kind {
             CheckKind::Tcp => Probe::Tcp,
             CheckKind::Amqp => Probe::Amqp {
                 login: login.map(|(u, p)| (u, p, vhost.unwrap_or_else(|| "/".to_owned()))),
@@ -276,7 +312,8 @@ impl Source<'_> {
             CheckKind::Exec => Probe::Exec {
                 command: command.unwrap_or_default(),
             },
-        })
+        };
+        Ok((probe, schedule))
     }
 
     /// Refuses a probe key that a check of `kind` does not use
@@ -284,7 +321,7 @@ impl Source<'_> {
     pub(super) fn refuse_foreign_keys(
         &self,
         kind: CheckKind,
-        raw: &RawProbeKeys,
+        raw: &RawCheck,
         key: &str,
     ) -> Result<(), ConfigError> {
         let given = [
@@ -322,17 +359,13 @@ impl Source<'_> {
 
     /// `interval`, `timeout`, `rise` and `fall` of a check (`key` is its
     /// dotted key), defaults filled in.
-    pub(super) fn schedule(
-        &self,
-        raw: RawSchedule<'_>,
-        key: &str,
-    ) -> Result<Schedule, ConfigError> {
+    pub(super) fn schedule(&self, raw: &RawCheck, key: &str) -> Result<Schedule, ConfigError> {
         let sub = |k: &str| format!("{key}.{k}");
         Ok(Schedule {
-            interval: self.positive(raw.interval, CHECK_INTERVAL, &sub("interval"))?,
-            timeout: self.positive(raw.timeout, CHECK_TIMEOUT, &sub("timeout"))?,
-            rise: self.times(raw.rise, CHECK_RISE, &sub("rise"))?,
-            fall: self.times(raw.fall, CHECK_FALL, &sub("fall"))?,
+            interval: self.positive(raw.interval.as_ref(), CHECK_INTERVAL, &sub("interval"))?,
+            timeout: self.positive(raw.timeout.as_ref(), CHECK_TIMEOUT, &sub("timeout"))?,
+            rise: self.times(raw.rise.as_ref(), CHECK_RISE, &sub("rise"))?,
+            fall: self.times(raw.fall.as_ref(), CHECK_FALL, &sub("fall"))?,
         })
     }
 
@@ -364,53 +397,5 @@ impl Source<'_> {
             ));
         }
         Ok(v.into_inner())
-    }
-
-    pub(super) fn service_check(
-        &self,
-        raw: RawServiceCheck,
-        key: &str,
-    ) -> Result<ServiceCheck, ConfigError> {
-        let sub = |k: &str| format!("{key}.{k}");
-        let kind = *raw.kind.get_ref();
-        let command = self.command(
-            kind,
-            raw.command,
-            raw.kind.span().start,
-            &sub("command"),
-            " (it runs once per backend, with VIP_BACKEND_ADDRESS and VIP_BACKEND_PORT set)",
-        )?;
-        let schedule = self.schedule(
-            RawSchedule {
-                interval: raw.interval.as_ref(),
-                timeout: raw.timeout.as_ref(),
-                rise: raw.rise.as_ref(),
-                fall: raw.fall.as_ref(),
-            },
-            key,
-        )?;
-        let port = raw
-            .port
-            .as_ref()
-            .map(|p| self.int(p, &sub("port"), 1..=65535, "a port"))
-            .transpose()?;
-        let probe = self.probe(
-            kind,
-            command,
-            RawProbeKeys {
-                path: raw.path,
-                expect_status: raw.expect_status,
-                expect_body: raw.expect_body,
-                user: raw.user,
-                password: raw.password,
-                vhost: raw.vhost,
-            },
-            key,
-        )?;
-        Ok(ServiceCheck {
-            probe,
-            schedule,
-            port,
-        })
     }
 }

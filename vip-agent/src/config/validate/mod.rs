@@ -163,7 +163,12 @@ impl Source<'_> {
         let mut checks = Vec::with_capacity(raw.check.len());
         let mut check_names: HashMap<String, (usize, usize)> = HashMap::new();
         for (i, c) in raw.check.into_iter().enumerate() {
-            let name_at = c.get_ref().name.span().start;
+            // Where the name is (check() refuses a table without one).
+            let name_at = c
+                .get_ref()
+                .name
+                .as_ref()
+                .map_or(c.span().start, |n| n.span().start);
             let check = self.check(i, c)?;
             if let Some((j, line)) = check_names.get(&check.name) {
                 return Err(self.error(

@@ -1,6 +1,6 @@
 //! The wire view: a buffer read and written field by field, in place.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, ops::Range};
 
 use super::{
     ADDRESS_LEN, AUTH_DATA_LEN, ChecksumForm, DropReason, HEADER_LEN, MAX_PADDED_LEN,
@@ -57,6 +57,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.buffer.as_ref()
     }
 
+    /// The big-endian 16-bit field at `at`.
+    fn u16_at(&self, at: Range<usize>) -> u16 {
+        let b = &self.bytes()[at];
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
     /// The version field (high nibble of byte 0).
     #[must_use]
     pub fn version(&self) -> u8 {
@@ -91,8 +97,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// are ignored, as RFC 9568 §5.2.6 asks of receivers).
     #[must_use]
     pub fn v3_max_adver_int(&self) -> u16 {
-        let b = &self.bytes()[field::V3_INTERVAL];
-        u16::from_be_bytes([b[0], b[1]]) & MAX_V3_INTERVAL_CS
+        self.u16_at(field::V3_INTERVAL) & MAX_V3_INTERVAL_CS
     }
 
     /// v2: the Auth Type.
@@ -110,8 +115,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The checksum field.
     #[must_use]
     pub fn checksum(&self) -> u16 {
-        let b = &self.bytes()[field::CHECKSUM];
-        u16::from_be_bytes([b[0], b[1]])
+        self.u16_at(field::CHECKSUM)
     }
 
     /// The length the header announces: fixed header, addresses and, for
@@ -123,7 +127,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         } else {
             0
         };
-        HEADER_LEN + usize::from(self.count_ip_addrs()) * ADDRESS_LEN + auth
+        self.addresses_end() + auth
     }
 
     /// The message without any padding.
@@ -135,8 +139,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Address number `index` (from 0).
     #[must_use]
     pub fn address(&self, index: usize) -> Ipv4Addr {
-        let at = field::ADDRESSES + index * ADDRESS_LEN;
-        let b = &self.bytes()[at..at + ADDRESS_LEN];
+        let b = &self.bytes()[address_at(index)];
         Ipv4Addr::new(b[0], b[1], b[2], b[3])
     }
 
@@ -148,27 +151,38 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// v2: the 8 bytes of authentication data after the addresses.
     #[must_use]
     pub fn v2_auth_data(&self) -> [u8; AUTH_DATA_LEN] {
-        let at = field::ADDRESSES + usize::from(self.count_ip_addrs()) * ADDRESS_LEN;
+        let at = self.addresses_end();
         let mut data = [0; AUTH_DATA_LEN];
         data.copy_from_slice(&self.bytes()[at..at + AUTH_DATA_LEN]);
         data
     }
 
-    /// Whether the checksum is right in `form` (ignored for version 2, whose
-    /// checksum covers the message alone).
-    #[must_use]
-    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr, form: ChecksumForm) -> bool {
+    /// Where the addresses end (and v2's authentication data starts).
+    fn addresses_end(&self) -> usize {
+        address_at(usize::from(self.count_ip_addrs())).start
+    }
+
+    /// The folded one's-complement sum of the message, checksum field
+    /// included, and of the pseudo-header `form` asks for (none for version
+    /// 2, whose checksum covers the message alone).
+    fn sum(&self, src: Ipv4Addr, dst: Ipv4Addr, form: ChecksumForm) -> u16 {
         let form = if self.version() == 2 {
             ChecksumForm::MessageOnly
         } else {
             form
         };
         let message = self.message();
-        let sum = ones_sum(
+        fold(ones_sum(
             pseudo_sum(src, form.pseudo_dst(dst), message.len()),
             message,
-        );
-        fold(sum) == 0xffff
+        ))
+    }
+
+    /// Whether the checksum is right in `form` (ignored for version 2, whose
+    /// checksum covers the message alone).
+    #[must_use]
+    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr, form: ChecksumForm) -> bool {
+        self.sum(src, dst, form) == 0xffff
     }
 
     /// The first form in [`ChecksumForm::ALL`] in which a VRRP v3 checksum is
@@ -234,14 +248,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Sets address number `index`.
     pub fn set_address(&mut self, index: usize, address: Ipv4Addr) {
-        let at = field::ADDRESSES + index * ADDRESS_LEN;
-        self.bytes_mut()[at..at + ADDRESS_LEN].copy_from_slice(&address.octets());
+        self.bytes_mut()[address_at(index)].copy_from_slice(&address.octets());
     }
 
     /// v2: sets the authentication data after the addresses (place the
     /// address count first).
     pub fn set_v2_auth_data(&mut self, data: [u8; AUTH_DATA_LEN]) {
-        let at = field::ADDRESSES + usize::from(self.count_ip_addrs()) * ADDRESS_LEN;
+        let at = self.addresses_end();
         self.bytes_mut()[at..at + AUTH_DATA_LEN].copy_from_slice(&data);
     }
 
@@ -249,16 +262,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// other field set first). `form` is ignored for version 2.
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr, form: ChecksumForm) {
         self.set_checksum(0);
-        let form = if self.version() == 2 {
-            ChecksumForm::MessageOnly
-        } else {
-            form
-        };
-        let message = self.message();
-        let sum = ones_sum(
-            pseudo_sum(src, form.pseudo_dst(dst), message.len()),
-            message,
-        );
-        self.set_checksum(!fold(sum));
+        let sum = self.sum(src, dst, form);
+        self.set_checksum(!sum);
     }
+}
+
+/// The bytes of address number `index` (from 0).
+const fn address_at(index: usize) -> Range<usize> {
+    let at = field::ADDRESSES + index * ADDRESS_LEN;
+    at..at + ADDRESS_LEN
 }
