@@ -11,78 +11,33 @@
 //!   paths whose output takes the same path again (known flow, not for us).
 //!
 //! Each figure is the median of its calls; a trial measures every path, and
-//! min / median / max are over trials. Run with `cargo xtask bench`.
+//! min / median / max are over trials. The program and its maps are the XDP
+//! tests' fixture ([`vip_tests::xdp::Fixture`], provisioned by the agent's
+//! plan and apply), in a private network namespace. Run with
+//! `cargo xtask bench`.
 #![allow(
     clippy::too_many_lines,
     reason = "scenario tests read best as one story"
 )]
 
-use std::{fmt::Write as _, net::Ipv4Addr, time::Duration};
+use std::{fmt::Write as _, net::Ipv4Addr};
 
-use aya::programs::{TestRun as _, TestRunOptions};
-use vip_agent::{dataplane::Dataplane, maglev};
-use vip_common::{BACKEND_ENABLED, Backend, LOOKUP_SIZE, NO_BACKEND, Proto, ServiceKey, VipState};
-use vip_tests::frames::{ETH_P_ARP, ETH_P_IPV4, Ipv4, TCP_ACK, TCP_SYN, arp, ethernet, tcp};
+use vip_agent::dataplane::Dataplane;
+use vip_tests::{
+    frames::{TCP_ACK, TCP_SYN},
+    xdp::{
+        AMQP, Fixture, OTHER, VIP, XDP_PASS, XDP_TX, arp_request, in_private_netns, tcp_frame,
+        test_run,
+    },
+};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
-const LB_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x02];
-const CLIENT_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x0a];
 const TRIALS: usize = 7;
 const SINGLE_CALLS: u16 = 3000;
 const REPEAT: u32 = 100_000;
 
-fn setup() -> Dataplane {
-    let mut dp = Dataplane::load(None).expect("load the XDP object (needs root)");
-    dp.set_vip(
-        VIP,
-        VipState {
-            mac: LB_MAC,
-            active: 1,
-            _pad: 0,
-        },
-    )
-    .unwrap();
-    let addrs: Vec<[u8; 4]> = (11..=13).map(|i| [10, 99, 0, i]).collect();
-    for (i, a) in addrs.iter().enumerate() {
-        dp.set_backend(
-            u32::try_from(i).unwrap(),
-            &Backend {
-                addr: u32::from_ne_bytes(*a),
-                ifindex: 1,
-                mac: [0x02, 0x99, 0, 0, 0, a[3]],
-                src_mac: LB_MAC,
-                flags: BACKEND_ENABLED,
-                service: 0,
-            },
-        )
-        .unwrap();
-    }
-    let entries: Vec<maglev::Entry<'_>> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| maglev::Entry {
-            identity: a,
-            weight: 1,
-            id: u32::try_from(i).unwrap(),
-        })
-        .collect();
-    let key = ServiceKey::new(VIP.octets(), 5672, Proto::Tcp);
-    dp.switch_table(key, 0, 0, &maglev::build(&entries, LOOKUP_SIZE, NO_BACKEND))
-        .unwrap();
-    dp.stamp(Duration::from_hours(1)).unwrap();
-    dp
-}
-
+/// A TCP segment from the client to `dst`:[`AMQP`] (a service on [`VIP`]).
 fn syn(sport: u16, dst: Ipv4Addr, flags: u8) -> Vec<u8> {
-    let seg = tcp(CLIENT, dst, sport, 5672, flags, &[]);
-    ethernet(
-        LB_MAC,
-        CLIENT_MAC,
-        None,
-        ETH_P_IPV4,
-        &Ipv4::new(CLIENT, dst, 6).packet(&seg),
-    )
+    tcp_frame(dst, sport, AMQP, flags, &[])
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -106,14 +61,7 @@ fn single(
             Prog::Vip => dp.program(),
             Prog::Pass => dp.pass_program(),
         };
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(&f),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })
-            .expect("test run");
+        let r = test_run(p, &f, &mut out, 1).expect("test run");
         assert_eq!(r.return_value, expect, "unexpected verdict while timing");
         ns.push(r.duration.as_nanos());
     }
@@ -132,14 +80,7 @@ fn repeated(dp: &mut Dataplane, prog: Prog, frame: &[u8], expect: u32) -> f64 {
             Prog::Vip => dp.program(),
             Prog::Pass => dp.pass_program(),
         };
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: REPEAT,
-                ..Default::default()
-            })
-            .expect("test run");
+        let r = test_run(p, frame, &mut out, REPEAT).expect("test run");
         assert_eq!(r.return_value, expect, "unexpected verdict while timing");
         v.push(r.duration.as_secs_f64() * 1e9);
     }
@@ -160,23 +101,11 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
     (s[0], s[s.len() / 2], s[s.len() - 1])
 }
 
-fn main() {
-    vip_tests::programs::set_job(vip_tests::programs::Job::Bench);
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: BPF_PROG_TEST_RUN needs root (run `cargo xtask bench`)");
-        return;
-    }
-    let mut dp = setup();
-    let arp_req = ethernet(
-        [0xff; 6],
-        CLIENT_MAC,
-        None,
-        ETH_P_ARP,
-        &arp(1, CLIENT_MAC, CLIENT, [0; 6], VIP),
-    );
+/// Every path, [`TRIALS`] times.
+fn measure(dp: &mut Dataplane) -> Vec<Row> {
+    let arp_req = arp_request(VIP);
     let known = syn(50_000, VIP, TCP_ACK);
-    let not_for_us = syn(50_001, Ipv4Addr::new(10, 99, 0, 50), TCP_SYN);
+    let not_for_us = syn(50_001, OTHER, TCP_SYN);
     let mut rows = vec![
         Row {
             path: "ARP reply",
@@ -219,15 +148,15 @@ fn main() {
     for _ in 0..TRIALS {
         rows[0]
             .vip
-            .push(single(&mut dp, Prog::Vip, &mut |_| arp_req.clone(), 3));
+            .push(single(dp, Prog::Vip, &mut |_| arp_req.clone(), XDP_TX));
         rows[0]
             .pass
-            .push(single(&mut dp, Prog::Pass, &mut |_| arp_req.clone(), 2));
+            .push(single(dp, Prog::Pass, &mut |_| arp_req.clone(), XDP_PASS));
         // A fresh source port per call: every call creates a flow. The LRU
         // flow table holds 65 536 entries; ports wrap below that.
         let base = port_base;
         rows[1].vip.push(single(
-            &mut dp,
+            dp,
             Prog::Vip,
             &mut |i| {
                 syn(
@@ -236,10 +165,10 @@ fn main() {
                     TCP_SYN,
                 )
             },
-            3,
+            XDP_TX,
         ));
         rows[1].pass.push(single(
-            &mut dp,
+            dp,
             Prog::Pass,
             &mut |i| {
                 syn(
@@ -248,32 +177,49 @@ fn main() {
                     TCP_SYN,
                 )
             },
-            2,
+            XDP_PASS,
         ));
         port_base += u32::from(SINGLE_CALLS);
         // Seed the known flow, then time it.
-        single(&mut dp, Prog::Vip, &mut |_| known.clone(), 3);
+        single(dp, Prog::Vip, &mut |_| known.clone(), XDP_TX);
         rows[2]
             .vip
-            .push(single(&mut dp, Prog::Vip, &mut |_| known.clone(), 3));
+            .push(single(dp, Prog::Vip, &mut |_| known.clone(), XDP_TX));
         rows[2]
             .pass
-            .push(single(&mut dp, Prog::Pass, &mut |_| known.clone(), 2));
+            .push(single(dp, Prog::Pass, &mut |_| known.clone(), XDP_PASS));
         rows[3]
             .vip
-            .push(single(&mut dp, Prog::Vip, &mut |_| not_for_us.clone(), 2));
-        rows[3]
+            .push(single(dp, Prog::Vip, &mut |_| not_for_us.clone(), XDP_PASS));
+        rows[3].pass.push(single(
+            dp,
+            Prog::Pass,
+            &mut |_| not_for_us.clone(),
+            XDP_PASS,
+        ));
+        rows[4].vip.push(repeated(dp, Prog::Vip, &known, XDP_TX));
+        rows[4]
             .pass
-            .push(single(&mut dp, Prog::Pass, &mut |_| not_for_us.clone(), 2));
-        rows[4].vip.push(repeated(&mut dp, Prog::Vip, &known, 3));
-        rows[4].pass.push(repeated(&mut dp, Prog::Pass, &known, 2));
+            .push(repeated(dp, Prog::Pass, &known, XDP_PASS));
         rows[5]
             .vip
-            .push(repeated(&mut dp, Prog::Vip, &not_for_us, 2));
+            .push(repeated(dp, Prog::Vip, &not_for_us, XDP_PASS));
         rows[5]
             .pass
-            .push(repeated(&mut dp, Prog::Pass, &not_for_us, 2));
+            .push(repeated(dp, Prog::Pass, &not_for_us, XDP_PASS));
     }
+    rows
+}
+
+fn main() {
+    vip_tests::programs::set_job(vip_tests::programs::Job::Bench);
+    if !vip_tests::kit::is_root() {
+        eprintln!("skipping: BPF_PROG_TEST_RUN needs root (run `cargo xtask bench`)");
+        return;
+    }
+    // A private network namespace for the fixture's links; the program
+    // sees test runs arrive on its `lo`.
+    let rows = in_private_netns(|| measure(&mut Fixture::up().dp));
     let mut md = String::new();
     let _ = writeln!(
         md,

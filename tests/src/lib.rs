@@ -1,12 +1,13 @@
 //! The netns lab and what vip's privileged tests share: [`netns`] (network
 //! namespaces as RAII guards, entering only the network namespace), [`lab`]
 //! (the client / lb1 / lb2 / backends topology on a bridge, used by the tests,
-//! `cargo xtask lab|run` and the benchmarks) and [`frames`] (test frames for
-//! `BPF_PROG_TEST_RUN`).
+//! `cargo xtask lab|run` and the benchmarks), [`frames`] (test frames for
+//! `BPF_PROG_TEST_RUN`) and [`xdp`] (the XDP program's fixture, provisioned
+//! by the agent's plan and apply, for its tests and benchmark).
 //!
-//! Without its `agent` feature ([`kit`], on by default) this library does not
-//! depend on vip-agent or aya: xtask links it that way, before the eBPF
-//! toolchain is installed.
+//! Without its `agent` feature ([`kit`] and [`xdp`], on by default) this
+//! library does not depend on vip-agent or aya: xtask links it that way,
+//! before the eBPF toolchain is installed.
 
 pub mod broker;
 pub mod frames;
@@ -16,6 +17,8 @@ pub mod lab;
 pub mod netns;
 pub mod programs;
 pub mod sys;
+#[cfg(feature = "agent")]
+pub mod xdp;
 
 /// "N CPU(s), <model>; kernel <release>": printed beside benchmark numbers.
 #[must_use]
