@@ -6,9 +6,12 @@
 //! The rise/fall machine and the `track` rule are in [`crate::health`],
 //! free of I/O.
 //!
-//! Adding a kind: its file here (the exchange and its tests), an arm in
-//! [`CheckKind`] and [`Probe`] (with [`CheckKind::default_port`]), and its
-//! keys in `config`'s probe validation.
+//! Adding a kind: its file here (the exchange and its tests); an arm in
+//! [`CheckKind`] (its [`keys`](CheckKind::keys) and
+//! [`default_port`](CheckKind::default_port)), in [`Probe`] (with how
+//! [`Probe::keys`] writes it) and in [`run`]; and in
+//! `config/validate/check.rs`, the raw fields of any new key and their
+//! validation.
 
 pub mod amqp;
 pub mod exec;
@@ -102,6 +105,44 @@ pub enum Probe {
 }
 
 impl Probe {
+    /// The keys of this probe's kind as config reads them back (besides
+    /// `kind`), for writing the probe out: defaults that say nothing
+    /// (`vhost = "/"`) are left out.
+    #[must_use]
+    pub fn keys(&self) -> Vec<(&'static str, toml_edit::Value)> {
+        let mut keys: Vec<(&'static str, toml_edit::Value)> = Vec::new();
+        match self {
+            Self::Tcp => {}
+            Self::Amqp { login } => {
+                if let Some((user, password, vhost)) = login {
+                    keys.push(("user", user.as_str().into()));
+                    keys.push(("password", password.as_str().into()));
+                    if vhost != "/" {
+                        keys.push(("vhost", vhost.as_str().into()));
+                    }
+                }
+            }
+            Self::Http {
+                path,
+                expect_status,
+                expect_body,
+                auth,
+            } => {
+                keys.push(("path", path.as_str().into()));
+                keys.push(("expect_status", i64::from(*expect_status).into()));
+                if let Some(b) = expect_body {
+                    keys.push(("expect_body", b.as_str().into()));
+                }
+                if let Some((user, password)) = auth {
+                    keys.push(("user", user.as_str().into()));
+                    keys.push(("password", password.as_str().into()));
+                }
+            }
+            Self::Exec { command } => keys.push(("command", command.as_str().into())),
+        }
+        keys
+    }
+
     #[must_use]
     pub fn kind(&self) -> CheckKind {
         match self {

@@ -24,7 +24,6 @@ pub use crate::vrrp::machine::Election;
 pub use vip_common::Proto;
 
 mod limits;
-mod raw;
 mod spans;
 mod types;
 mod validate;
@@ -35,9 +34,8 @@ use self::{
     limits::{
         CHECK_FALL, CHECK_INTERVAL, CHECK_RISE, CHECK_TIMEOUT, MAX_IFNAME, MAX_NODE_NAME, limit,
     },
-    raw::{RawCheck, RawConfig, RawGarp, RawNode, RawService, RawTrack, RawTrackServices, RawVrrp},
     spans::{join, key_at, quoted_name},
-    validate::Source,
+    validate::{RawConfig, Source},
     values::{Addr, Dur, Int, Ip},
 };
 pub use self::{

@@ -281,36 +281,8 @@ fn vrrp(v: &Vrrp) -> Table {
 /// A probe's `kind` and the keys of that kind.
 fn probe(t: &mut InlineTable, p: &Probe) {
     t.insert("kind", p.kind().to_string().into());
-    match p {
-        Probe::Tcp => {}
-        Probe::Amqp { login } => {
-            if let Some((user, password, vhost)) = login {
-                t.insert("user", user.as_str().into());
-                t.insert("password", password.as_str().into());
-                if vhost != "/" {
-                    t.insert("vhost", vhost.as_str().into());
-                }
-            }
-        }
-        Probe::Http {
-            path,
-            expect_status,
-            expect_body,
-            auth,
-        } => {
-            t.insert("path", path.as_str().into());
-            t.insert("expect_status", i64::from(*expect_status).into());
-            if let Some(b) = expect_body {
-                t.insert("expect_body", b.as_str().into());
-            }
-            if let Some((user, password)) = auth {
-                t.insert("user", user.as_str().into());
-                t.insert("password", password.as_str().into());
-            }
-        }
-        Probe::Exec { command } => {
-            t.insert("command", command.as_str().into());
-        }
+    for (key, value) in p.keys() {
+        t.insert(key, value);
     }
 }
 

@@ -3,16 +3,43 @@
 
 use std::net::Ipv4Addr;
 
+use serde::Deserialize;
 use toml::Spanned;
 
 use super::Source;
+use crate::config::Dur;
 use crate::{
     check::{CheckKind, Probe, Schedule},
     config::{
         CHECK_FALL, CHECK_INTERVAL, CHECK_RISE, CHECK_TIMEOUT, Check, ConfigError, Int, Ip,
-        RawCheck, ServiceCheck,
+        ServiceCheck,
     },
 };
+
+/// A `[[check]]` table or a service's `check`: what to probe, how, and when.
+/// One struct for both, since serde's `deny_unknown_fields` does not work
+/// with `flatten`: `name` and `address` are `[[check]]` keys, which
+/// validation requires there and refuses in a service check. `port` is the
+/// target's in either. Every other key is the probe's or its schedule's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct RawCheck {
+    pub(in crate::config) name: Option<Spanned<String>>,
+    pub(in crate::config) kind: Spanned<CheckKind>,
+    pub(in crate::config) command: Option<Spanned<String>>,
+    pub(in crate::config) interval: Option<Spanned<Dur>>,
+    pub(in crate::config) timeout: Option<Spanned<Dur>>,
+    pub(in crate::config) rise: Option<Spanned<Int>>,
+    pub(in crate::config) fall: Option<Spanned<Int>>,
+    pub(in crate::config) address: Option<Spanned<Ip>>,
+    pub(in crate::config) port: Option<Spanned<Int>>,
+    pub(in crate::config) path: Option<Spanned<String>>,
+    pub(in crate::config) expect_status: Option<Spanned<Int>>,
+    pub(in crate::config) expect_body: Option<Spanned<String>>,
+    pub(in crate::config) user: Option<Spanned<String>>,
+    pub(in crate::config) password: Option<Spanned<String>>,
+    pub(in crate::config) vhost: Option<Spanned<String>>,
+}
 
 impl Source<'_> {
     pub(super) fn check(&self, i: usize, raw: Spanned<RawCheck>) -> Result<Check, ConfigError> {

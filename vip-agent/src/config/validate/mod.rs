@@ -8,6 +8,8 @@ mod check;
 mod service;
 mod vrrp;
 
+use self::{check::RawCheck, service::RawService, vrrp::RawVrrp};
+
 use std::{
     collections::{HashMap, HashSet},
     net::Ipv4Addr,
@@ -16,12 +18,41 @@ use std::{
     time::Duration,
 };
 
+use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{
-    Config, ConfigError, DEFAULT_BPFFS, Dur, Int, MAX_IFNAME, MAX_NODE_NAME, Node, RawConfig,
-    RawNode, join, key_at, limit, quoted_name,
+    Addr, Config, ConfigError, DEFAULT_BPFFS, Dur, Int, MAX_IFNAME, MAX_NODE_NAME, Node, XdpMode,
+    join, key_at, limit, quoted_name,
 };
+
+/// The file as serde reads it: raw mirrors of the public types, unknown
+/// keys refused, and the values later checks look at keep their spans.
+/// Each table's mirror sits beside its validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct RawConfig {
+    pub(in crate::config) node: RawNode,
+    #[serde(default)]
+    pub(in crate::config) vrrp: Vec<Spanned<RawVrrp>>,
+    #[serde(default)]
+    pub(in crate::config) check: Vec<Spanned<RawCheck>>,
+    #[serde(default)]
+    pub(in crate::config) service: Vec<Spanned<RawService>>,
+}
+
+/// `[node]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct RawNode {
+    pub(in crate::config) interface: Spanned<String>,
+    pub(in crate::config) name: Spanned<String>,
+    pub(in crate::config) bpffs: Option<Spanned<PathBuf>>,
+    pub(in crate::config) control_socket: Option<Spanned<PathBuf>>,
+    pub(in crate::config) metrics: Option<Addr>,
+    pub(in crate::config) xdp_mode: Option<XdpMode>,
+    pub(in crate::config) dead_time: Option<Spanned<Dur>>,
+}
 
 /// The text being parsed, for turning byte offsets into errors.
 pub(super) struct Source<'a> {

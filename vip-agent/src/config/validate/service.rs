@@ -2,12 +2,32 @@
 
 use std::{collections::HashMap, net::Ipv4Addr};
 
+use serde::Deserialize;
 use toml::Spanned;
 
-use super::Source;
-use crate::config::{
-    BackendConfig, ConfigError, MAX_WEIGHT, OnBackendDown, Proto, RawService, Service, limit,
-};
+use super::{Source, check::RawCheck};
+use crate::config::{BackendConfig, ConfigError, MAX_WEIGHT, OnBackendDown, Proto, Service, limit};
+use crate::config::{Int, Ip};
+
+/// A `[[service]]` table as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct RawService {
+    pub(in crate::config) vip: Spanned<Ip>,
+    pub(in crate::config) port: Spanned<Int>,
+    pub(in crate::config) protocol: Option<Proto>,
+    pub(in crate::config) check: Option<RawCheck>,
+    pub(in crate::config) on_backend_down: Option<Spanned<OnBackendDown>>,
+    pub(in crate::config) backends: Option<Vec<Spanned<RawBackend>>>,
+}
+
+/// One entry of `backends` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct RawBackend {
+    pub(in crate::config) address: Spanned<Ip>,
+    pub(in crate::config) weight: Option<Spanned<Int>>,
+}
 
 impl Source<'_> {
     pub(super) fn services(

@@ -1,14 +1,64 @@
 //! `[[vrrp]]` instances: addresses, timers, authentication, tracking.
 
-use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
+use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf, time::Duration};
 
+use serde::Deserialize;
 use toml::Spanned;
 
 use super::Source;
+use crate::config::Int;
 use crate::config::{
-    ConfigError, Dur, Election, Garp, Ip, MAX_AUTH_PASS, MAX_GARP_COUNT, RawGarp, RawTrack,
-    RawTrackServices, RawVrrp, Track, V3Checksum, Vrrp,
+    ConfigError, Dur, Election, Garp, Ip, MAX_AUTH_PASS, MAX_GARP_COUNT, Track, V3Checksum, Vrrp,
 };
+
+/// A `[[vrrp]]` table as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct RawVrrp {
+    pub(in crate::config) name: Spanned<String>,
+    pub(in crate::config) vrid: Spanned<Int>,
+    pub(in crate::config) priority: Option<Spanned<Int>>,
+    pub(in crate::config) version: Option<Spanned<Int>>,
+    pub(in crate::config) advert_interval: Option<Spanned<Dur>>,
+    pub(in crate::config) preempt: Option<bool>,
+    pub(in crate::config) preempt_delay: Option<Dur>,
+    #[serde(default)]
+    pub(in crate::config) unicast_peers: Vec<Spanned<Ip>>,
+    pub(in crate::config) auth_pass: Option<Spanned<String>>,
+    pub(in crate::config) vips: Spanned<Vec<Spanned<Ip>>>,
+    pub(in crate::config) virtual_mac: Option<bool>,
+    pub(in crate::config) garp: Option<RawGarp>,
+    #[serde(default)]
+    pub(in crate::config) track: Vec<Spanned<RawTrack>>,
+    pub(in crate::config) notify: Option<Spanned<PathBuf>>,
+    pub(in crate::config) track_services: Option<RawTrackServices>,
+    pub(in crate::config) sync_group: Option<Spanned<String>>,
+    pub(in crate::config) v3_checksum: Option<Spanned<V3Checksum>>,
+}
+
+/// `garp = { … }` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct RawGarp {
+    pub(in crate::config) count: Option<Spanned<Int>>,
+    pub(in crate::config) interval: Option<Dur>,
+    pub(in crate::config) refresh: Option<Dur>,
+}
+
+/// `track_services = { … }` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct RawTrackServices {
+    pub(in crate::config) weight: Option<Spanned<Int>>,
+}
+
+/// One entry of `track` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct RawTrack {
+    pub(in crate::config) check: Spanned<String>,
+    pub(in crate::config) weight: Option<Spanned<Int>>,
+}
 
 impl Source<'_> {
     pub(super) fn vrrp(
