@@ -19,6 +19,7 @@ use std::{
 };
 
 use common::{Agent, is_root, lab, wait_for};
+use vip_tests::lab::Lab;
 
 const COUNT: u8 = 100;
 const FIRST: u8 = 150;
@@ -46,10 +47,9 @@ fn ticks_per_second() -> f64 {
     t
 }
 
-/// Percent of one core the agent used over [`WINDOW`] with `check`: user
-/// and system time.
-fn measure(check: &str) -> (f64, f64, usize) {
-    let lab = lab("chk");
+/// A lab whose b1 has the [`COUNT`] backend addresses from `10.99.0.FIRST`.
+fn backends_lab(tag: &str) -> Lab {
+    let lab = lab(tag);
     for i in 0..COUNT {
         lab.ns("b1")
             .ip(&[
@@ -61,6 +61,13 @@ fn measure(check: &str) -> (f64, f64, usize) {
             ])
             .expect("add a backend address");
     }
+    lab
+}
+
+/// Percent of one core the agent used over [`WINDOW`] with `check`: user
+/// and system time.
+fn measure(check: &str) -> (f64, f64, usize) {
+    let lab = backends_lab("chk");
     let addrs: Vec<String> = (0..COUNT)
         .map(|i| format!("10.99.0.{}", FIRST + i))
         .collect();
@@ -91,18 +98,7 @@ fn measure(check: &str) -> (f64, f64, usize) {
 /// RST like the agent's) from a bare blocking loop on one thread in lb1's
 /// namespace; its user and system time, as % of one core.
 fn bare_loop() -> (f64, f64) {
-    let lab = lab("chb");
-    for i in 0..COUNT {
-        lab.ns("b1")
-            .ip(&[
-                "addr",
-                "add",
-                &format!("10.99.0.{}/24", FIRST + i),
-                "dev",
-                "eth0",
-            ])
-            .expect("add a backend address");
-    }
+    let lab = backends_lab("chb");
     lab.run_in("lb1", || {
         let usage = || {
             // SAFETY: a plain getrusage into a zeroed struct.

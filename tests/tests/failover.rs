@@ -11,6 +11,7 @@ use vip_tests::kit as common;
 
 use std::{
     net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -21,20 +22,43 @@ use std::{
 use common::{Agent, VIP, is_root, lab, wait_for};
 use vip_tests::lab::{Lab, format_mac};
 
+const BACKENDS: [(&str, u32); 3] = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
+
 fn vrrp_section(priority: u8) -> String {
     format!(
         "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"10ms\"\nvips = [\"{VIP}\"]\ngarp = {{ count = 3, interval = \"5ms\" }}\n"
     )
 }
 
+/// An agent named after its node, for the lab's three backends.
+fn agent(lab: &Lab, node: &str, extra: &str) -> Agent {
+    Agent::start_with(lab, node, node, &BACKENDS, extra)
+}
+
 fn start(lab: &Lab, node: &str, priority: u8) -> Agent {
-    Agent::start_with(
-        lab,
-        node,
-        node,
-        &[("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)],
-        &vrrp_section(priority),
+    agent(lab, node, &vrrp_section(priority))
+}
+
+/// The exec check `broker`, failing while `flag` exists.
+fn broker_check(flag: &Path) -> String {
+    format!(
+        "\n[[check]]\nname = \"broker\"\nkind = \"exec\"\ncommand = \"test ! -e {}\"\ninterval = \"50ms\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n",
+        flag.display()
     )
+}
+
+/// lb1 (150) and lb2 (100) configured by `section(priority, flag)`, each
+/// node checking its own broker flag in `dir`; returns lb1's, the only one
+/// ever raised.
+fn flagged_pair(
+    lab: &Lab,
+    dir: &Path,
+    section: impl Fn(u8, &Path) -> String,
+) -> (Agent, Agent, PathBuf) {
+    let flag = dir.join("broker-down");
+    let lb1 = agent(lab, "lb1", &section(150, &flag));
+    let lb2 = agent(lab, "lb2", &section(100, &dir.join("lb2-broker-down")));
+    (lb1, lb2, flag)
 }
 
 fn client_arp(lab: &Lab) -> String {
@@ -184,10 +208,7 @@ fn garp_refresh_repairs_a_stale_entry_and_notify_runs() {
     let lab = lab("garp");
     let lb1_mac = format_mac(lab.mac("lb1"));
     let lb2_mac = format_mac(lab.mac("lb2"));
-    let guard = common::DirGuard::new(std::path::PathBuf::from(format!(
-        "/run/vip-test/{}-notify",
-        lab.prefix()
-    )));
+    let guard = common::DirGuard::for_lab(&lab, "notify");
     let dir = guard.0.clone();
     let script = dir.join("notify.sh");
     let log = dir.join("notify.log");
@@ -203,9 +224,8 @@ fn garp_refresh_repairs_a_stale_entry_and_notify_runs() {
             script.display()
         )
     };
-    let backends = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
-    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &backends, &section(150));
-    let lb2 = Agent::start_with(&lab, "lb2", "lb2", &backends, &section(100));
+    let lb1 = agent(&lab, "lb1", &section(150));
+    let lb2 = agent(&lab, "lb2", &section(100));
     wait_for("lb1 master, lb2 backup", Duration::from_secs(5), || {
         (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(())
     });
@@ -268,29 +288,13 @@ fn tracked_check_moves_mastership(weight: i32) {
         return;
     }
     let lab = lab("trk");
-    let guard = common::DirGuard::new(std::path::PathBuf::from(format!(
-        "/run/vip-test/{}-track",
-        lab.prefix()
-    )));
-    let dir = guard.0.clone();
-    let flag = dir.join("broker-down");
-    // Each node checks its own broker: only lb1's flag is ever raised.
-    let section = |prio: u8, flag: &std::path::Path| {
-        format!(
-            "\n[[check]]\nname = \"broker\"\nkind = \"exec\"\ncommand = \"test ! -e {}\"\ninterval = \"50ms\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n\
-             \n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{VIP}\"]\ntrack = [{{ check = \"broker\", weight = {weight} }}]\n",
-            flag.display()
-        )
-    };
-    let backends = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
-    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &backends, &section(150, &flag));
-    let lb2 = Agent::start_with(
-        &lab,
-        "lb2",
-        "lb2",
-        &backends,
-        &section(100, &dir.join("lb2-broker-down")),
-    );
+    let guard = common::DirGuard::for_lab(&lab, "track");
+    let (lb1, lb2, flag) = flagged_pair(&lab, &guard.0, |prio, flag| {
+        broker_check(flag)
+            + &format!(
+                "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{VIP}\"]\ntrack = [{{ check = \"broker\", weight = {weight} }}]\n"
+            )
+    });
     wait_for("lb1 master, lb2 backup", Duration::from_secs(5), || {
         (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(())
     });
@@ -328,21 +332,8 @@ fn unicast_active_active_instances() {
              \n[[vrrp]]\nname = \"VI_2\"\nvrid = 52\npriority = {p2}\nadvert_interval = \"20ms\"\nunicast_peers = [\"{peer}\"]\nvips = [\"{vip2}\"]\n"
         )
     };
-    let backends = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
-    let mut lb1 = Agent::start_with(
-        &lab,
-        "lb1",
-        "lb1",
-        &backends,
-        &section(150, 100, "10.99.0.3"),
-    );
-    let lb2 = Agent::start_with(
-        &lab,
-        "lb2",
-        "lb2",
-        &backends,
-        &section(100, 150, "10.99.0.2"),
-    );
+    let mut lb1 = agent(&lab, "lb1", &section(150, 100, "10.99.0.3"));
+    let lb2 = agent(&lab, "lb2", &section(100, 150, "10.99.0.2"));
     wait_for(
         "lb1 master of VI_1 and lb2 of VI_2",
         Duration::from_secs(5),
@@ -365,29 +356,15 @@ fn a_sync_group_moves_together() {
         return;
     }
     let lab = lab("syn");
-    let guard = common::DirGuard::new(std::path::PathBuf::from(format!(
-        "/run/vip-test/{}-sync",
-        lab.prefix()
-    )));
-    let flag = guard.0.join("broker-down");
+    let guard = common::DirGuard::for_lab(&lab, "sync");
     let vip2 = std::net::Ipv4Addr::new(10, 99, 0, 101);
-    let section = |prio: u8, flag: &std::path::Path| {
-        format!(
-            "\n[[check]]\nname = \"broker\"\nkind = \"exec\"\ncommand = \"test ! -e {}\"\ninterval = \"50ms\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n\
-             \n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{VIP}\"]\nsync_group = \"G\"\n\
-             \n[[vrrp]]\nname = \"VI_2\"\nvrid = 52\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{vip2}\"]\nsync_group = \"G\"\ntrack = [{{ check = \"broker\", weight = -100 }}]\n",
-            flag.display()
-        )
-    };
-    let backends = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
-    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &backends, &section(150, &flag));
-    let lb2 = Agent::start_with(
-        &lab,
-        "lb2",
-        "lb2",
-        &backends,
-        &section(100, &guard.0.join("lb2-broker-down")),
-    );
+    let (lb1, lb2, flag) = flagged_pair(&lab, &guard.0, |prio, flag| {
+        broker_check(flag)
+            + &format!(
+                "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{VIP}\"]\nsync_group = \"G\"\n\
+                 \n[[vrrp]]\nname = \"VI_2\"\nvrid = 52\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{vip2}\"]\nsync_group = \"G\"\ntrack = [{{ check = \"broker\", weight = -100 }}]\n"
+            )
+    });
     let on = |a: &Agent| a.holds(VIP) && a.holds(vip2);
     let off = |a: &Agent| !a.holds(VIP) && !a.holds(vip2);
     wait_for("lb1 master of both", Duration::from_secs(5), || {
@@ -454,13 +431,12 @@ fn an_instance_that_lost_its_backends_steps_down() {
              track_services = {{ weight = -60 }}\n"
         )
     };
-    let backends = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
-    let lb2 = Agent::start_with(&lab, "lb2", "lb2", &backends, &section(100, 5672));
+    let lb2 = agent(&lab, "lb2", &section(100, 5672));
     // lb1 starts after lb2 is master, so it preempts only while healthy.
     wait_for("lb2 master alone", Duration::from_secs(5), || {
         lb2.holds(VIP).then_some(())
     });
-    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &backends, &section(150, 5999));
+    let lb1 = agent(&lab, "lb1", &section(150, 5999));
     wait_for("lb1's backends all down", Duration::from_secs(5), || {
         lb1.status().services[0]
             .backends
@@ -476,7 +452,7 @@ fn an_instance_that_lost_its_backends_steps_down() {
     let mut lb1 = lb1;
     lb1.stop();
     drop(lb1);
-    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &backends, &section(150, 5672));
+    let lb1 = agent(&lab, "lb1", &section(150, 5672));
     wait_for("healthy lb1 preempts", Duration::from_secs(5), || {
         (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(())
     });

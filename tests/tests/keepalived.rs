@@ -9,80 +9,10 @@
 
 use vip_tests::kit as common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Stdio},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
-use common::{Agent, VIP, is_root, lab, wait_for};
-use vip_tests::{
-    lab::{Lab, format_mac},
-    programs,
-};
-
-/// keepalived in lb2's network namespace, VRRP only; SIGTERM on drop.
-struct Keepalived {
-    child: Option<Child>,
-    dir: PathBuf,
-}
-
-impl Keepalived {
-    fn start(lab: &Lab, version: u8, priority: u8, advert: &str, auth: Option<&str>) -> Self {
-        let dir = PathBuf::from(format!("/run/vip-test/{}-keepalived", lab.prefix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let auth = auth.map_or_else(String::new, |p| {
-            format!(
-                "    authentication {{\n        auth_type PASS\n        auth_pass {p}\n    }}\n"
-            )
-        });
-        let conf = format!(
-            "global_defs {{\n    router_id lb2\n    vrrp_version {version}\n    max_auto_priority\n}}\n\
-             vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    priority {priority}\n    advert_int {advert}\n{auth}    virtual_ipaddress {{\n        {VIP}/32\n    }}\n}}\n"
-        );
-        let path = dir.join("keepalived.conf");
-        std::fs::write(&path, conf).unwrap();
-        let mut cmd = programs::command("keepalived").expect("keepalived");
-        cmd.args(["-n", "-P", "-l", "-D", "-f"])
-            .arg(&path)
-            .arg("-p")
-            .arg(dir.join("keepalived.pid"))
-            .arg("-r")
-            .arg(dir.join("vrrp.pid"))
-            .arg("-c")
-            .arg(dir.join("checkers.pid"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = lab.spawn_unmanaged("lb2", cmd).expect("start keepalived");
-        Self {
-            child: Some(child),
-            dir,
-        }
-    }
-
-    /// SIGTERM the parent (its VRRP child sends priority 0 and removes the VIP).
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child by PID.
-            unsafe { libc::kill(i32::try_from(c.id()).unwrap(), libc::SIGTERM) };
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Keepalived {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn keepalived_holds_vip(lab: &Lab) -> bool {
-    lab.ns("lb2")
-        .ip(&["-4", "addr", "show", "dev", "eth0"])
-        .unwrap_or_default()
-        .contains(&format!("{VIP}/32"))
-}
+use common::{Agent, Keepalived, VIP, Vrrp, is_root, lab, wait_for};
+use vip_tests::lab::{Lab, format_mac};
 
 fn client_arp_names(lab: &Lab, mac: &str) -> bool {
     lab.ns("client")
@@ -91,32 +21,26 @@ fn client_arp_names(lab: &Lab, mac: &str) -> bool {
         .contains(mac)
 }
 
-fn vrrp(version: u8, priority: u8, interval: &str, auth: Option<&str>) -> String {
-    let auth = auth.map_or_else(String::new, |p| format!("auth_pass = \"{p}\"\n"));
-    format!(
-        "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\nversion = {version}\npriority = {priority}\nadvert_interval = \"{interval}\"\n{auth}vips = [\"{VIP}\"]\n"
-    )
-}
-
 /// vip master + keepalived backup, then the reverse, in one group.
-fn interop(version: u8, interval: &str, ka_advert: &str, auth: Option<&str>, limit: Duration) {
+fn interop(version: u8, advert: Duration, auth_pass: Option<&str>, limit: Duration) {
     let lab = lab(&format!("ka{version}"));
     let lb1_mac = format_mac(lab.mac("lb1"));
     let lb2_mac = format_mac(lab.mac("lb2"));
     let backends = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
+    // Both stacks' members of the one group, at `priority`.
+    let member = |priority: u8| Vrrp {
+        version,
+        priority,
+        advert,
+        auth_pass,
+    };
     let poke = |lab: &Lab| {
         let _ = lab.run_in("client", || common::who_answers(Duration::from_millis(200)));
     };
 
     // vip (150) master, keepalived (100) backup.
-    let mut vip = Agent::start_with(
-        &lab,
-        "lb1",
-        "lb1",
-        &backends,
-        &vrrp(version, 150, interval, auth),
-    );
-    let mut ka = Keepalived::start(&lab, version, 100, ka_advert, auth);
+    let mut vip = Agent::start_with(&lab, "lb1", "lb1", &backends, &member(150).agent_toml());
+    let ka = Keepalived::start(&lab, "lb2", &member(100));
     wait_for("vip master on lb1", limit, || vip.holds(VIP).then_some(()));
     poke(&lab);
     wait_for("client ARP -> lb1", limit, || {
@@ -125,7 +49,7 @@ fn interop(version: u8, interval: &str, ka_advert: &str, auth: Option<&str>, lim
     // Give keepalived time to have seen several adverts, then check it stays backup.
     std::thread::sleep(limit / 2);
     assert!(
-        !keepalived_holds_vip(&lab),
+        !ka.holds(&lab),
         "keepalived took the VIP while vip was master"
     );
     assert!(
@@ -136,7 +60,7 @@ fn interop(version: u8, interval: &str, ka_advert: &str, auth: Option<&str>, lim
     // vip stops (priority 0): keepalived takes over.
     assert!(vip.stop().success());
     wait_for("keepalived to hold the VIP", limit, || {
-        keepalived_holds_vip(&lab).then_some(())
+        ka.holds(&lab).then_some(())
     });
     poke(&lab);
     wait_for("client ARP -> lb2 (keepalived)", limit, || {
@@ -149,26 +73,20 @@ fn interop(version: u8, interval: &str, ka_advert: &str, auth: Option<&str>, lim
         vip.holds(VIP).then_some(())
     });
     wait_for("keepalived to release the VIP", limit, || {
-        (!keepalived_holds_vip(&lab)).then_some(())
+        (!ka.holds(&lab)).then_some(())
     });
     wait_for("client ARP -> lb1 again", limit, || {
         client_arp_names(&lab, &lb1_mac).then_some(())
     });
     drop(vip);
-    ka.stop();
+    drop(ka);
 
     // The reverse: keepalived (150) master, vip (100) backup.
-    let mut ka = Keepalived::start(&lab, version, 150, ka_advert, auth);
+    let mut ka = Keepalived::start(&lab, "lb2", &member(150));
     wait_for("keepalived master", limit * 2, || {
-        keepalived_holds_vip(&lab).then_some(())
+        ka.holds(&lab).then_some(())
     });
-    let vip = Agent::start_with(
-        &lab,
-        "lb1",
-        "lb1b",
-        &backends,
-        &vrrp(version, 100, interval, auth),
-    );
+    let vip = Agent::start_with(&lab, "lb1", "lb1b", &backends, &member(100).agent_toml());
     std::thread::sleep(limit / 2);
     assert!(
         !vip.holds(VIP),
@@ -186,7 +104,7 @@ fn interop(version: u8, interval: &str, ka_advert: &str, auth: Option<&str>, lim
     wait_for("client ARP -> lb1 (vip)", limit, || {
         client_arp_names(&lab, &lb1_mac).then_some(())
     });
-    assert!(!keepalived_holds_vip(&lab));
+    assert!(!ka.holds(&lab));
     assert!(Path::new("/proc").exists());
 }
 
@@ -196,7 +114,7 @@ fn keepalived_v3_100ms_both_ways() {
         eprintln!("skipping: needs root");
         return;
     }
-    interop(3, "100ms", "0.1", None, Duration::from_secs(3));
+    interop(3, Duration::from_millis(100), None, Duration::from_secs(3));
 }
 
 #[test]
@@ -205,5 +123,10 @@ fn keepalived_v2_pass_auth_1s_both_ways() {
         eprintln!("skipping: needs root");
         return;
     }
-    interop(2, "1s", "1", Some("1111"), Duration::from_secs(8));
+    interop(
+        2,
+        Duration::from_secs(1),
+        Some("1111"),
+        Duration::from_secs(8),
+    );
 }

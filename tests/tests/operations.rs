@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Agent, VIP, ask, is_root, lab, wait_for, who_answers};
+use common::{Agent, Setup, VIP, ask, is_root, lab, wait_for, who_answers};
 use vip_agent::control::{Command, Status};
 use vip_tests::lab::Lab;
 
@@ -92,9 +92,12 @@ fn control_socket_metrics_and_reload_without_a_vrrp_flap() {
         "lb1",
         "lb1",
         &BACKENDS,
-        "metrics = \"127.0.0.1:9650\"\n",
-        &(vrrp(150)
-            + "track = [{ check = \"alive\", weight = -60 }]\n\n[[check]]\nname = \"alive\"\nkind = \"exec\"\ncommand = \"true\"\ninterval = \"50ms\"\n"),
+        Setup {
+            node_extra: "metrics = \"127.0.0.1:9650\"\n",
+            extra: &(vrrp(150)
+                + "track = [{ check = \"alive\", weight = -60 }]\n\n[[check]]\nname = \"alive\"\nkind = \"exec\"\ncommand = \"true\"\ninterval = \"50ms\"\n"),
+            ..Setup::default()
+        },
     );
     let mut lb2 = Agent::start_with(&lab, "lb2", "lb2", &BACKENDS, &vrrp(100));
     wait_for("lb1 to be master", Duration::from_secs(5), || {

@@ -1,0 +1,263 @@
+//! [`Agent`]: a vip-agent in a lab node with its own bpffs, started and
+//! read the way the tests and the benches need.
+
+use std::{
+    net::Ipv4Addr,
+    os::unix::net::UnixDatagram,
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::{
+    DirGuard,
+    process::{signal, tail},
+    sibling_bin,
+};
+use crate::lab::Lab;
+use vip_agent::dataplane::{Maps, pin_dir};
+
+pub use crate::lab::agent_config as config_text;
+
+/// What an agent gets beyond its node, name and backends; kept on reloads
+/// and restarts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Setup<'a> {
+    /// Lines added to `[node]`.
+    pub node_extra: &'a str,
+    /// TOML appended to the config.
+    pub extra: &'a str,
+    /// The agent's log (its stderr, uncoloured) to a file in its directory
+    /// instead of ours: [`Agent::log_tail`] reads it, and a failed start
+    /// shows it.
+    pub log_to_file: bool,
+}
+
+/// A vip-agent running in a lab node, with its own bpffs; killed and
+/// unmounted on drop.
+pub struct Agent {
+    pub child: Option<Child>,
+    notify: Option<UnixDatagram>,
+    node_extra: String,
+    extra: String,
+    log: Option<PathBuf>,
+    pub node: String,
+    pub config: PathBuf,
+    pub bpffs: PathBuf,
+    pub name: String,
+    /// Removed after the bpffs is unmounted (fields drop after `drop`).
+    dir: DirGuard,
+}
+
+impl Agent {
+    /// Starts vip-agent in `node` of `lab` and waits until XDP is attached
+    /// (its link is pinned) and the service's table is live.
+    pub fn start(lab: &Lab, node: &str, name: &str, backends: &[(&str, u32)]) -> Self {
+        Self::start_with(lab, node, name, backends, "")
+    }
+
+    /// Like [`Agent::start`], with `extra` TOML appended to the config
+    /// (kept on reloads).
+    pub fn start_with(
+        lab: &Lab,
+        node: &str,
+        name: &str,
+        backends: &[(&str, u32)],
+        extra: &str,
+    ) -> Self {
+        Self::start_full(
+            lab,
+            node,
+            name,
+            backends,
+            Setup {
+                extra,
+                ..Setup::default()
+            },
+        )
+    }
+
+    /// Like [`Agent::start`], with all of [`Setup`].
+    pub fn start_full(
+        lab: &Lab,
+        node: &str,
+        name: &str,
+        backends: &[(&str, u32)],
+        setup: Setup,
+    ) -> Self {
+        let dir = DirGuard::for_lab(lab, name);
+        let mut agent = Self {
+            child: None,
+            notify: None,
+            node_extra: setup.node_extra.to_owned(),
+            extra: setup.extra.to_owned(),
+            log: setup.log_to_file.then(|| dir.0.join("vip-agent.log")),
+            node: node.to_owned(),
+            config: dir.0.join("vip.toml"),
+            bpffs: dir.0.join("bpffs"),
+            name: name.to_owned(),
+            dir,
+        };
+        std::fs::write(&agent.config, agent.text(backends)).expect("write config");
+        agent.spawn(lab);
+        agent
+    }
+
+    /// The config file's text for `backends`, with this agent's extras.
+    #[must_use]
+    pub fn text(&self, backends: &[(&str, u32)]) -> String {
+        config_text(&self.name, &self.bpffs, backends).replacen(
+            "[node]\n",
+            &format!("[node]\n{}", self.node_extra),
+            1,
+        ) + &self.extra
+    }
+
+    /// The agent's control socket.
+    #[must_use]
+    pub fn control_socket(&self) -> PathBuf {
+        crate::lab::control_socket(&self.name, &self.bpffs)
+    }
+
+    /// One control-socket request.
+    pub fn control(
+        &self,
+        command: vip_agent::control::Command,
+    ) -> Result<vip_agent::control::Reply, vip_agent::control::ClientError> {
+        vip_agent::control::request(&self.control_socket(), command, Duration::from_secs(10))
+    }
+
+    /// The agent's status through its control socket.
+    #[must_use]
+    pub fn status(&self) -> vip_agent::control::Status {
+        let reply = self
+            .control(vip_agent::control::Command::Status)
+            .expect("status request");
+        assert!(reply.ok, "status refused: {reply:?}");
+        *reply.status.expect("status in the reply")
+    }
+
+    /// Starts the agent process (again) and waits for its `READY=1`.
+    pub fn spawn(&mut self, lab: &Lab) {
+        let sock_path = self.dir.0.join("notify.sock");
+        let _ = std::fs::remove_file(&sock_path);
+        let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
+        let mut cmd = crate::programs::command(sibling_bin("vip-agent")).expect("vip-agent");
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env("VIP_LOG", "info,netlink_packet_route=error")
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if let Some(log) = &self.log {
+            let file = std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+            cmd.env("NO_COLOR", "1").stderr(file);
+        }
+        self.child = Some(
+            lab.spawn_unmanaged(&self.node, cmd)
+                .expect("spawn vip-agent"),
+        );
+        self.wait_ready(&sock, Duration::from_secs(20));
+        self.notify = Some(sock);
+    }
+
+    /// SIGKILL: the agent dies without cleaning up.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL vip-agent");
+        child.wait().expect("wait vip-agent");
+    }
+
+    #[must_use]
+    pub fn pins(&self) -> PathBuf {
+        pin_dir(&self.bpffs, &self.name)
+    }
+
+    #[must_use]
+    pub fn maps(&self) -> Maps {
+        Maps::open_pinned(&self.pins()).expect("open pinned maps")
+    }
+
+    /// Whether this node's VIP table marks `vip` active (its VRRP instance
+    /// is master).
+    #[must_use]
+    pub fn holds(&self, vip: Ipv4Addr) -> bool {
+        self.maps()
+            .vips()
+            .ok()
+            .and_then(|v| v.get(&vip).map(|s| s.active == 1))
+            .unwrap_or(false)
+    }
+
+    /// The last `lines` lines of the agent's log file (empty unless
+    /// [`Setup::log_to_file`]).
+    #[must_use]
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.log
+            .as_deref()
+            .map_or_else(String::new, |log| tail(log, lines))
+    }
+
+    fn wait_ready(&mut self, sock: &UnixDatagram, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let mut buf = [0u8; 256];
+        loop {
+            if let Ok(n) = sock.recv(&mut buf)
+                && buf[..n].split(|b| *b == b'\n').any(|l| l == b"READY=1")
+            {
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            let failed = match exited {
+                Some(st) => format!("exited early with {st}"),
+                None if Instant::now() >= deadline => format!("was not ready within {limit:?}"),
+                None => continue,
+            };
+            let log = self.log_tail(10);
+            let log = if log.is_empty() {
+                log
+            } else {
+                format!(":\n{log}")
+            };
+            panic!("vip-agent in {} {failed}{log}", self.node);
+        }
+    }
+
+    /// Rewrites the config, sends SIGHUP and waits until the agent says the
+    /// reload is done (`READY=1` after `RELOADING=1`).
+    pub fn reload(&mut self, backends: &[(&str, u32)]) {
+        std::fs::write(&self.config, self.text(backends)).expect("write config");
+        let pid = self.child.as_ref().expect("running").id();
+        assert!(signal(pid, libc::SIGHUP), "SIGHUP");
+        let sock = self.notify.take().expect("notify socket");
+        self.wait_ready(&sock, Duration::from_secs(20));
+        self.notify = Some(sock);
+    }
+
+    /// SIGTERM and wait: a clean shutdown.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = signal(child.id(), libc::SIGTERM);
+        child.wait().expect("wait vip-agent")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The bpffs this agent mounted (absent if it never got that far).
+        let _ = crate::sys::unmount_lazy(&self.bpffs);
+    }
+}
