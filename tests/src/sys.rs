@@ -89,17 +89,9 @@ pub(crate) fn load_verdict_xdp(verdict: i32) -> Result<OwnedFd> {
         ..ProgLoadAttr::default()
     };
     // SAFETY: attr points to valid instructions, license and log buffer that
-    // outlive the call; the size matches the struct passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &raw const attr,
-            size_of::<ProgLoadAttr>(),
-        )
-    };
-    if fd < 0 {
-        let err = io::Error::last_os_error();
+    // outlive the call.
+    let fd = unsafe { bpf(BPF_PROG_LOAD, &attr) };
+    if let Err(err) = fd {
         let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
         let hint = if err.raw_os_error() == Some(libc::EPERM) {
             " (need root or CAP_BPF)"
@@ -113,9 +105,24 @@ pub(crate) fn load_verdict_xdp(verdict: i32) -> Result<OwnedFd> {
             )
         });
     }
-    let fd = RawFd::try_from(fd).expect("fd fits an int");
+    let fd = RawFd::try_from(fd.expect("checked")).expect("fd fits an int");
     // SAFETY: bpf(2) returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// bpf(2) with `attr`, its size being `T`'s; the return value, or the error.
+///
+/// # Safety
+/// Every pointer in `attr` must be valid for what `cmd` does with it.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<i64> {
+    // SAFETY: `attr` is a live `T` of the size passed; the caller vouches
+    // for the pointers inside it.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_ref(attr), size_of::<T>()) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
 }
 
 /// The kernel's id of the BPF program `fd` (what `ip link` shows).
@@ -126,18 +133,8 @@ pub(crate) fn prog_id(fd: BorrowedFd<'_>) -> Result<u32> {
         info_len: u32::try_from(size_of::<ProgInfoHead>()).expect("small"),
         info: (&raw mut info) as u64,
     };
-    // SAFETY: attr points to `info`, which outlives the call; sizes match.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &raw const attr,
-            size_of::<InfoByFdAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error()).context("cannot read the BPF program's info");
-    }
+    // SAFETY: attr points to `info`, which outlives the call.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) }.context("cannot read the BPF program's info")?;
     Ok(info.id)
 }
 
