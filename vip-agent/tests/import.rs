@@ -394,6 +394,26 @@ fn an_unclosed_brace_exits_2_with_its_line() {
 }
 
 #[test]
+fn an_include_whose_braces_explode_exits_2_with_its_line() {
+    let dir = Scratch::new("braces");
+    // 26 groups of two: 67 million patterns if expanded.
+    let path = dir.write(
+        "keepalived.conf",
+        &format!(
+            "global_defs {{\n    router_id lb1\n}}\ninclude {}.conf\n",
+            "{a,b}".repeat(26)
+        ),
+    );
+    let (code, out, err) = vipctl(&["import-keepalived", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty(), "no TOML: {out}");
+    assert!(
+        err.contains(&format!("{}:4: ", path.display())) && err.contains("more than 4096 patterns"),
+        "{err}"
+    );
+}
+
+#[test]
 fn without_an_interface_it_exits_2_unless_given_one() {
     let dir = Scratch::new("noiface");
     let path = dir.write(

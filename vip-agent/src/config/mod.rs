@@ -41,6 +41,7 @@ use self::{
 pub use self::{
     limits::{DEFAULT_BPFFS, MAX_AUTH_PASS, MAX_GARP_COUNT, MAX_WEIGHT},
     types::*,
+    values::MAX_DURATION,
 };
 
 impl Config {
@@ -494,6 +495,24 @@ backends = [
             11,
             "vrrp[0].advert_interval",
             "no unit; add one",
+        );
+        // Added to an Instant by the agent: an absurd value must not pass
+        // --check and then overflow there.
+        fails(
+            &vrrp_with("garp = { refresh = \"400000000000y\" }\n"),
+            11,
+            "vrrp[0].garp.refresh",
+            "longer than 1day, the longest duration vip takes",
+        );
+        fails(
+            &vrrp_with("preempt_delay = \"25h\"\n"),
+            11,
+            "vrrp[0].preempt_delay",
+            "longest duration",
+        );
+        assert!(
+            parse(&vrrp_with("garp = { refresh = \"24h\" }\n")).is_ok(),
+            "a day is taken"
         );
         fails(
             &vrrp_with("advert_interval = \"20\"\n"),

@@ -11,6 +11,9 @@ use serde::{
     {Deserialize, Deserializer, de},
 };
 
+/// The longest duration any key takes: a day.
+pub const MAX_DURATION: Duration = Duration::from_hours(24);
+
 /// A TOML integer, range-checked later so the message can give the range.
 pub(super) struct Int(pub(super) i64);
 
@@ -62,11 +65,20 @@ impl<'de> Deserialize<'de> for Dur {
                 if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
                     return Err(no_unit(t));
                 }
-                humantime::parse_duration(t).map(Dur).map_err(|e| {
+                let d = humantime::parse_duration(t).map_err(|e| {
                     E::custom(format!(
                         "{v:?} is not a duration ({e}); write it like \"20ms\", \"1s\", \"1.5s\" or \"2m\""
                     ))
-                })
+                })?;
+                // Timers add durations to clock readings: a bound keeps
+                // every such sum far from overflow.
+                if d > MAX_DURATION {
+                    return Err(E::custom(format!(
+                        "{v:?} is longer than {}, the longest duration vip takes for any key",
+                        humantime::format_duration(MAX_DURATION)
+                    )));
+                }
+                Ok(Dur(d))
             }
         }
         d.deserialize_any(V)

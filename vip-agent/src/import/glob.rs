@@ -6,16 +6,21 @@ pub(in crate::import) fn is_pattern(s: &str) -> bool {
     s.contains(['*', '?', '[', '{'])
 }
 
+/// The most patterns one include's braces may expand to: `{a,b}` twelve
+/// times over is 4096 already, and each pattern is a directory walk.
+pub(in crate::import) const MAX_EXPANSIONS: usize = 4096;
+
 /// The files `pattern` matches: each brace alternative in turn, each sorted,
 /// names starting with '.' only when the pattern says so (as glob(3)).
-pub(in crate::import) fn glob(pattern: &str) -> Vec<PathBuf> {
+/// `None` when its braces expand to more than [`MAX_EXPANSIONS`] patterns.
+pub(in crate::import) fn glob(pattern: &str) -> Option<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for p in expand_braces(pattern) {
+    for p in expand_braces(pattern, MAX_EXPANSIONS)? {
         let mut found = glob_one(&p);
         found.sort();
         out.extend(found);
     }
-    out
+    Some(out)
 }
 
 pub(in crate::import) fn glob_one(pattern: &str) -> Vec<PathBuf> {
@@ -56,7 +61,16 @@ pub(in crate::import) fn glob_one(pattern: &str) -> Vec<PathBuf> {
 }
 
 /// `a{b,c{d,e}}f` as `abf`, `acdf`, `acef`; braces without a comma stay.
-pub(in crate::import) fn expand_braces(s: &str) -> Vec<String> {
+/// `s` with its outermost brace groups expanded, in order; `None` when that
+/// would make more than `max` strings (it stops counting there, so a
+/// hostile pattern costs no more than `max` expansions).
+pub(in crate::import) fn expand_braces(s: &str, max: usize) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    expand_into(s, max, &mut out).then_some(out)
+}
+
+/// Appends the expansions of `s` to `out`; false once `out` would pass `max`.
+fn expand_into(s: &str, max: usize, out: &mut Vec<String>) -> bool {
     let mut depth = 0usize;
     let mut open = 0;
     for (i, c) in s.char_indices() {
@@ -72,19 +86,20 @@ pub(in crate::import) fn expand_braces(s: &str) -> Vec<String> {
                 if depth == 0 {
                     let alternatives = split_top_commas(&s[open + 1..i]);
                     if alternatives.len() > 1 {
-                        return alternatives
-                            .iter()
-                            .flat_map(|a| {
-                                expand_braces(&format!("{}{a}{}", &s[..open], &s[i + 1..]))
-                            })
-                            .collect();
+                        return alternatives.iter().all(|a| {
+                            expand_into(&format!("{}{a}{}", &s[..open], &s[i + 1..]), max, out)
+                        });
                     }
                 }
             }
             _ => {}
         }
     }
-    vec![s.to_owned()]
+    if out.len() == max {
+        return false;
+    }
+    out.push(s.to_owned());
+    true
 }
 
 pub(in crate::import) fn split_top_commas(s: &str) -> Vec<&str> {

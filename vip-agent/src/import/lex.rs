@@ -8,7 +8,7 @@ use std::{
 
 use super::{
     ImportError,
-    glob::{glob, is_pattern},
+    glob::{MAX_EXPANSIONS, glob, is_pattern},
 };
 
 /// Where a word came from: the file (an index into the file table), its
@@ -182,7 +182,15 @@ impl Lexer {
         if !is_pattern(pattern) {
             return self.read(&full, Some(at));
         }
-        let found = glob(&full.to_string_lossy());
+        let Some(found) = glob(&full.to_string_lossy()) else {
+            return Err(self.syntax(
+                at,
+                format!(
+                    "the include pattern's braces expand to more than {MAX_EXPANSIONS} patterns; \
+                     name fewer files, or use * and ?"
+                ),
+            ));
+        };
         if found.is_empty() {
             self.notes.push(RawNote {
                 at: Some(at),

@@ -420,9 +420,15 @@ mod tests {
         assert!(!fnmatch("[!0-9]*", "5a"));
         assert!(fnmatch("[]x]", "]"));
         assert!(fnmatch("a[", "a["));
-        assert_eq!(expand_braces("a{b,c{d,e}}f"), ["abf", "acdf", "acef"]);
-        assert_eq!(expand_braces("{,x}y"), ["y", "xy"]);
-        assert_eq!(expand_braces("a{b}c"), ["a{b}c"]);
+        let expand = |s| expand_braces(s, 16).expect("few");
+        assert_eq!(expand("a{b,c{d,e}}f"), ["abf", "acdf", "acef"]);
+        assert_eq!(expand("{,x}y"), ["y", "xy"]);
+        assert_eq!(expand("a{b}c"), ["a{b}c"]);
+        assert_eq!(expand_braces("{a,b}{c,d}", 4).map(|v| v.len()), Some(4));
+        assert_eq!(expand_braces("{a,b}{c,d}{e,f}", 4), None, "8 > 4");
+        // 26 groups would be 67 million patterns: refused after the first 4096.
+        let hostile = "{a,b}".repeat(26);
+        assert_eq!(expand_braces(&hostile, glob::MAX_EXPANSIONS), None);
     }
 
     #[test]
