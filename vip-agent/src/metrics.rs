@@ -7,7 +7,11 @@
 //! counters, seconds and bytes as units, enum states as one gauge per state
 //! (1 for the current one).
 
-use std::{net::SocketAddr, sync::atomic::AtomicU64, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
 
 use prometheus_client::{
     encoding::text::encode,
@@ -17,7 +21,7 @@ use prometheus_client::{
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
-    sync::{mpsc, oneshot},
+    sync::{Semaphore, mpsc, oneshot},
 };
 
 use crate::control::{Call, Command, Status};
@@ -247,20 +251,37 @@ pub async fn serve(
     addr: SocketAddr,
     calls: mpsc::Sender<Call>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await?;
-    Ok(tokio::spawn(async move {
+    Ok(serve_on(TcpListener::bind(addr).await?, calls))
+}
+
+/// [`serve`] on a bound listener.
+fn serve_on(listener: TcpListener, calls: mpsc::Sender<Call>) -> tokio::task::JoinHandle<()> {
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
+            // Past the limit a connection is closed at once: idle or slow
+            // clients cannot pile up tasks and buffers on the agent.
+            let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
             let calls = calls.clone();
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, calls)).await;
+                let _ = tokio::time::timeout(REQUEST_TIME, answer(stream, calls)).await;
+                drop(permit);
             });
         }
-    }))
+    })
 }
+
+/// Connections served at once; Prometheus needs one per scraper.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long one connection may take, request and answer.
+const REQUEST_TIME: Duration = Duration::from_secs(10);
 
 /// The longest request head read.
 const MAX_HEAD: usize = 8192;
@@ -356,6 +377,64 @@ mod tests {
 
     use super::*;
     use crate::control::{BackendStatus, CheckStatus, InstanceStatus, ServiceStatus};
+
+    /// Whether the server closes `s` (rather than keeping it open or
+    /// answering) within a second.
+    async fn closed(s: &mut TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), s.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_limit_are_closed_and_a_freed_place_is_served() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut calls) = mpsc::channel::<Call>(4);
+        // The agent's side: every status request is refused, which the
+        // endpoint answers with an HTTP error: an answer all the same.
+        tokio::spawn(async move {
+            while let Some((_, reply)) = calls.recv().await {
+                let _ = reply.send(crate::control::Reply::error("not now", 1));
+            }
+        });
+        let server = serve_on(listener, tx);
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let mut over = TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed(&mut over).await,
+            "connection {} was kept",
+            MAX_CONNECTIONS + 1
+        );
+        assert!(
+            !closed(&mut idle[0]).await,
+            "an idle connection within the limit is kept"
+        );
+
+        drop(idle.pop());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let answer = loop {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut got)).await;
+            if !got.is_empty() || tokio::time::Instant::now() > deadline {
+                break String::from_utf8_lossy(&got).into_owned();
+            }
+        };
+        assert!(
+            answer.starts_with("HTTP/1.1 "),
+            "the freed place is served: {answer:?}"
+        );
+        server.abort();
+    }
 
     #[test]
     fn a_status_encodes_to_conventional_names_and_values() {
