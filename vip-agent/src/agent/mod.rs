@@ -344,7 +344,13 @@ impl Agent {
         ids.assign(&config)?;
         let macs =
             resolve_backends(&self.net, &config, &self.iface, &all, &self.macs, false).await?;
-        if config.vrrp != self.config.vrrp {
+        let vrrp_changed = config.vrrp.len() != self.config.vrrp.len()
+            || config
+                .vrrp
+                .iter()
+                .zip(&self.config.vrrp)
+                .any(|(a, b)| !a.same_as(b));
+        if vrrp_changed {
             if let Some(v) = self.vrrp.as_mut() {
                 let (restarted, stopped, started) =
                     v.reconfigure(Instant::now(), &config.vrrp, &mut self.dp);
@@ -365,7 +371,14 @@ impl Agent {
         }
         // Health verdicts of backends that are gone are forgotten.
         self.steering.retain_configured(&config);
-        let checks_changed = config.checks != self.config.checks
+        // Where a table sits in the file is no change: a reload that only
+        // moves one keeps its checks' state.
+        let checks_changed = config.checks.len() != self.config.checks.len()
+            || config
+                .checks
+                .iter()
+                .zip(&self.config.checks)
+                .any(|(a, b)| !a.same_as(b))
             || service_checks(&config) != service_checks(&self.config);
         if checks_changed {
             // Restarted checks start up, like keepalived's without `alpha`.

@@ -223,6 +223,32 @@ pub struct Vrrp {
     pub line: usize,
 }
 
+impl Vrrp {
+    /// Whether `other` says the same as this instance, wherever in the file
+    /// each was written: a reload that only moves a table restarts nothing.
+    #[must_use]
+    pub fn same_as(&self, other: &Self) -> bool {
+        *self
+            == Self {
+                line: self.line,
+                ..other.clone()
+            }
+    }
+}
+
+impl Check {
+    /// Whether `other` says the same as this check, wherever in the file
+    /// each was written.
+    #[must_use]
+    pub fn same_as(&self, other: &Self) -> bool {
+        *self
+            == Self {
+                line: self.line,
+                ..other.clone()
+            }
+    }
+}
+
 /// `[[vrrp]] v3_checksum`: how a version 3 advert's checksum is computed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -128,6 +128,7 @@ impl Instance {
             }),
             unicast_peers: self.cfg.unicast_peers.clone(),
             checksum_forms: ChecksumForms::ALL,
+            addresses: self.cfg.vips.clone(),
         }
     }
 
@@ -647,7 +648,7 @@ impl InstanceChanges {
         let mut changes = Self::default();
         for cfg in new {
             match old.iter().find(|o| o.name == cfg.name) {
-                Some(o) if o == cfg => changes.kept.push(cfg.name.clone()),
+                Some(o) if o.same_as(cfg) => changes.kept.push(cfg.name.clone()),
                 Some(_) => changes.restarted.push(cfg.name.clone()),
                 None => changes.started.push(cfg.name.clone()),
             }
@@ -676,6 +677,18 @@ mod tests {
         config::Config::parse(text, Path::new("test.toml"))
             .expect("valid")
             .vrrp
+    }
+
+    #[test]
+    fn an_instance_that_only_moved_in_the_file_is_kept() {
+        let old = instances();
+        let mut new = old.clone();
+        for v in &mut new {
+            v.line += 7;
+        }
+        let changes = InstanceChanges::between(&old, &new);
+        assert_eq!(changes.kept, ["VI_1", "VI_2", "VI_3"]);
+        assert!(changes.restarted.is_empty() && changes.started.is_empty());
     }
 
     #[test]

@@ -170,6 +170,10 @@ pub enum DropReason {
     /// v2: the authentication type or the password does not match ours.
     #[error("authentication type or password does not match")]
     Auth,
+    /// The advert's addresses are not the instance's VIPs (another
+    /// router's instance on the same VRID: keepalived's `addr_list_err`).
+    #[error("its addresses are not this instance's VIPs (another VRRP router uses the same VRID?)")]
+    AddressMismatch,
     /// Unicast is configured and the source is not one of the peers.
     #[error("source is not one of the unicast peers")]
     UnicastSource,
@@ -177,7 +181,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order the checks run.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Ttl,
         Self::Version,
         Self::Type,
@@ -187,6 +191,7 @@ impl DropReason {
         Self::AddressCount,
         Self::Interval,
         Self::Auth,
+        Self::AddressMismatch,
         Self::UnicastSource,
     ];
 
@@ -203,6 +208,7 @@ impl DropReason {
             Self::AddressCount => "address_count",
             Self::Interval => "interval",
             Self::Auth => "auth",
+            Self::AddressMismatch => "address_mismatch",
             Self::UnicastSource => "unicast_source",
         }
     }
@@ -322,6 +328,10 @@ pub struct ParseOptions {
     pub unicast_peers: Vec<Ipv4Addr>,
     /// The v3 checksum forms accepted; default all.
     pub checksum_forms: ChecksumForms,
+    /// When non-empty, the instance's VIPs: an advert must list exactly
+    /// these (in any order), as keepalived checks, or it is another router's
+    /// instance on the same VRID and is dropped.
+    pub addresses: Vec<Ipv4Addr>,
 }
 
 impl ParseOptions {
@@ -336,6 +346,7 @@ impl ParseOptions {
             auth: Auth::None,
             unicast_peers: Vec::new(),
             checksum_forms: ChecksumForms::ALL,
+            addresses: Vec::new(),
         }
     }
 }
@@ -857,6 +868,52 @@ mod tests {
     }
 
     #[test]
+    fn drop_an_advert_for_other_vips_on_our_vrid() {
+        let other = Ipv4Addr::new(10, 99, 0, 200);
+        let ours = |addresses: Vec<Ipv4Addr>| ParseOptions {
+            addresses,
+            ..v3_opts()
+        };
+        let advert = |addresses: Vec<Ipv4Addr>| {
+            AdvertRepr {
+                addresses,
+                ..v3_repr()
+            }
+            .emit(SRC, MULTICAST_GROUP, ChecksumForm::default())
+            .unwrap()
+        };
+        // Another team's router on VRID 51 for another address.
+        assert_eq!(
+            parse(&V3_MCAST, SRC, MULTICAST_GROUP, &ours(vec![other])),
+            Err(DropReason::AddressMismatch)
+        );
+        // One VIP more or less than ours ("expected 2 VIPs but received 1").
+        assert_eq!(
+            parse(&V3_MCAST, SRC, MULTICAST_GROUP, &ours(vec![VIP, other])),
+            Err(DropReason::AddressMismatch)
+        );
+        assert_eq!(
+            parse(
+                &advert(vec![VIP, other]),
+                SRC,
+                MULTICAST_GROUP,
+                &ours(vec![VIP])
+            ),
+            Err(DropReason::AddressMismatch)
+        );
+        // The same set in another order is our peer.
+        let both = parse(
+            &advert(vec![other, VIP]),
+            SRC,
+            MULTICAST_GROUP,
+            &ours(vec![VIP, other]),
+        );
+        assert_eq!(both.map(|a| a.addresses), Ok(vec![other, VIP]));
+        // No VIPs given: no comparison (the codec alone).
+        assert!(parse(&V3_MCAST, SRC, MULTICAST_GROUP, &v3_opts()).is_ok());
+    }
+
+    #[test]
     fn checks_run_in_order() {
         // Version before type.
         let mut b = V2_PASS;
@@ -903,6 +960,25 @@ mod tests {
             parse(&V2_PASS, SRC, MULTICAST_GROUP, &both),
             Err(DropReason::Interval)
         );
+        // Auth before addresses, addresses before unicast source.
+        let wrong_vips = ParseOptions {
+            auth: Auth::password("2222").unwrap(),
+            addresses: vec![PEER],
+            ..v2_opts()
+        };
+        assert_eq!(
+            parse(&V2_PASS, SRC, MULTICAST_GROUP, &wrong_vips),
+            Err(DropReason::Auth)
+        );
+        let wrong_vips_and_source = ParseOptions {
+            addresses: vec![PEER],
+            unicast_peers: vec![PEER],
+            ..v3_opts()
+        };
+        assert_eq!(
+            parse(&V3_MCAST, SRC, MULTICAST_GROUP, &wrong_vips_and_source),
+            Err(DropReason::AddressMismatch)
+        );
         // Auth before unicast source.
         let both = ParseOptions {
             auth: Auth::password("2222").unwrap(),
@@ -918,7 +994,7 @@ mod tests {
     #[test]
     fn drop_reasons_are_listed_in_check_order_with_unique_names() {
         assert_eq!(DropReason::ALL[0], DropReason::Ttl);
-        assert_eq!(DropReason::ALL[9], DropReason::UnicastSource);
+        assert_eq!(DropReason::ALL[10], DropReason::UnicastSource);
         let names: Vec<_> = DropReason::ALL
             .iter()
             .map(DropReason::counter_name)

@@ -94,6 +94,17 @@ impl AdvertRepr {
                 }
             }
         };
+        if !opts.addresses.is_empty() {
+            let count = usize::from(packet.count_ip_addrs());
+            if count != opts.addresses.len()
+                || !opts
+                    .addresses
+                    .iter()
+                    .all(|a| packet.addresses().any(|b| b == *a))
+            {
+                return Err(DropReason::AddressMismatch);
+            }
+        }
         if !opts.unicast_peers.is_empty() && !opts.unicast_peers.contains(&src) {
             return Err(DropReason::UnicastSource);
         }
