@@ -140,6 +140,10 @@ pub struct Status {
     pub table_rebuilds: u64,
     pub last_rebuild_us: u64,
     pub reloads: u64,
+    /// VRRP adverts for a VRID no instance here runs (another router's
+    /// instances on this link).
+    #[serde(default)]
+    pub vrrp_unknown_vrid: u64,
 }
 
 /// One VRRP instance.

@@ -148,6 +148,7 @@ impl Agent {
             table_rebuilds: self.rebuilds,
             last_rebuild_us: self.last_rebuild_us,
             reloads: self.reloads,
+            vrrp_unknown_vrid: self.vrrp.as_ref().map_or(0, |v| v.unknown_vrid),
         }
     }
 }

@@ -15,7 +15,8 @@ use vip_common::VipState;
 use super::{
     machine::{Action, Incoming, Machine, Params, State},
     packet::{
-        AdvertRepr, Auth, ChecksumForm, ChecksumForms, Packet, ParseOptions, Version, check_ttl,
+        AdvertRepr, Auth, ChecksumForm, ChecksumForms, DropReason, Packet, ParseOptions, Version,
+        check_ttl,
     },
     sync::Groups,
     transport::{GarpSocket, Received, VRRP_GROUP, VrrpSocket},
@@ -32,6 +33,9 @@ pub fn virtual_mac(vrid: u8) -> [u8; 6] {
     [0x00, 0x00, 0x5e, 0x00, 0x01, vrid]
 }
 
+/// Sources of colliding adverts remembered for rate-limiting their log.
+const MAX_COLLIDERS: usize = 64;
+
 /// One configured instance and its machine.
 pub struct Instance {
     pub cfg: config::Vrrp,
@@ -46,6 +50,8 @@ pub struct Instance {
     pub transitions: u64,
     pub since: Instant,
     last_drop_log: Option<Instant>,
+    /// When another router's advert on our VRID was last logged, by source.
+    collisions: BTreeMap<Ipv4Addr, Instant>,
     /// When the next periodic gratuitous ARP is due (master only).
     refresh_at: Option<Instant>,
     /// Link up and no weight-0 tracked check failing.
@@ -101,6 +107,7 @@ impl Instance {
             mac,
             primary,
             dropped: BTreeMap::new(),
+            collisions: BTreeMap::new(),
             sent: 0,
             received: 0,
             transitions: 0,
@@ -150,6 +157,13 @@ impl Instance {
                     },
                 );
             }
+            Err(DropReason::AddressMismatch) => {
+                *self
+                    .dropped
+                    .entry(DropReason::AddressMismatch.counter_name())
+                    .or_default() += 1;
+                self.log_collision(now, pkt);
+            }
             Err(reason) => {
                 *self.dropped.entry(reason.counter_name()).or_default() += 1;
                 // At most one log line per second per instance.
@@ -162,6 +176,36 @@ impl Instance {
                 }
             }
         }
+    }
+
+    /// Logs another router's advert on our VRID once a minute per source
+    /// (at most [`MAX_COLLIDERS`] sources remembered).
+    fn log_collision(&mut self, now: Instant, pkt: &Received) {
+        if self
+            .collisions
+            .get(&pkt.src)
+            .is_some_and(|t| now.duration_since(*t) < Duration::from_mins(1))
+        {
+            return;
+        }
+        if self.collisions.len() >= MAX_COLLIDERS {
+            self.collisions.clear();
+        }
+        self.collisions.insert(pkt.src, now);
+        let theirs: Vec<String> = Packet::new_checked(&pkt.payload[..])
+            .map(|p| p.addresses().map(|a| a.to_string()).collect())
+            .unwrap_or_default();
+        tracing::warn!(
+            instance = %self.cfg.name,
+            vrid = self.cfg.election.vrid,
+            from = %pkt.src,
+            theirs = %theirs.join(","),
+            ours = ?self.cfg.vips,
+            "VRRP advert for other addresses on our VRID: another VRRP router uses VRID {}; \
+             dropped (it never moves this instance). Give one of the two another vrid \
+             (keepalived: virtual_router_id)",
+            self.cfg.election.vrid
+        );
     }
 
     /// The advert this instance sends now with `priority`.
@@ -677,6 +721,91 @@ mod tests {
         config::Config::parse(text, Path::new("test.toml"))
             .expect("valid")
             .vrrp
+    }
+
+    const OURS: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
+    const PEER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 3);
+    const OTHER_TEAM: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 50);
+
+    /// A v3 advert for VRID 51 from `src` at `priority` listing `vips`, as
+    /// the socket hands it over.
+    fn advert(src: Ipv4Addr, priority: u8, vips: Vec<Ipv4Addr>) -> Received {
+        let payload = AdvertRepr {
+            version: Version::V3,
+            vrid: 51,
+            priority,
+            interval_cs: 100,
+            addresses: vips,
+            auth: Auth::None,
+        }
+        .emit(src, VRRP_GROUP, ChecksumForm::PseudoHeader)
+        .unwrap();
+        Received {
+            src,
+            dst: VRRP_GROUP,
+            ttl: 255,
+            payload,
+        }
+    }
+
+    /// `VI_1` (VRID 51, priority 100, VIP .100) after it took over as master.
+    fn master(t0: Instant) -> Instance {
+        let mut i = Instance::new(
+            instances().remove(0),
+            [2, 0, 0, 0, 0, 2],
+            Ipv4Addr::new(10, 99, 0, 2),
+            t0,
+        );
+        i.machine.handle_startup(t0);
+        let down = i.machine.poll_timeout().expect("master-down timer");
+        i.machine.handle_timeout(down);
+        assert_eq!(i.machine.state(), State::Master);
+        i
+    }
+
+    #[test]
+    fn another_routers_advert_on_our_vrid_is_counted_and_never_yielded_to() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let at = t0 + Duration::from_secs(5);
+        // Another team's keepalived: VRID 51, priority 200, its own VIP.
+        for n in 0..3 {
+            i.receive(
+                at + Duration::from_millis(n * 100),
+                &advert(OTHER_TEAM, 200, vec![OTHER_TEAM]),
+            );
+        }
+        assert_eq!(
+            i.machine.state(),
+            State::Master,
+            "a foreign advert moved the instance"
+        );
+        assert_eq!(i.dropped.get("address_mismatch"), Some(&3));
+        assert_eq!(i.received, 0);
+        // Our own VIP plus another is not ours either.
+        i.receive(at, &advert(OTHER_TEAM, 200, vec![OURS, OTHER_TEAM]));
+        assert_eq!(i.dropped.get("address_mismatch"), Some(&4));
+        assert_eq!(i.machine.state(), State::Master);
+        // Our peer with a higher priority is followed.
+        i.receive(at + Duration::from_secs(1), &advert(PEER, 200, vec![OURS]));
+        assert_eq!(i.received, 1);
+        assert_eq!(
+            i.machine.state(),
+            State::Backup,
+            "the real peer is yielded to"
+        );
+    }
+
+    #[test]
+    fn receive_runs_the_ttl_check_before_the_codecs() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let mut pkt = advert(PEER, 200, vec![OTHER_TEAM]);
+        pkt.ttl = 64;
+        i.receive(t0, &pkt);
+        assert_eq!(i.dropped.get("ttl"), Some(&1));
+        assert_eq!(i.dropped.get("address_mismatch"), None);
+        assert_eq!(i.machine.state(), State::Master);
     }
 
     #[test]
