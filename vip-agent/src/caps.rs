@@ -50,6 +50,104 @@ pub const NEEDED: [Cap; 4] = [
     },
 ];
 
+/// Makes the child of `cmd` give up every capability before it runs the
+/// program: scripts (exec checks, notify) never hold the agent's
+/// privileges. In the child, between fork and exec:
+///
+/// - the bounding set is emptied when the agent may do so (`CAP_SETPCAP`,
+///   as root has): otherwise a root agent's script would regain every
+///   capability on exec;
+/// - the ambient set is cleared, so nothing is inherited across exec;
+/// - the effective, permitted and inheritable sets are emptied;
+/// - `no_new_privs` is set: no setuid binary or file capability can raise
+///   them again.
+pub fn without_privileges(cmd: &mut tokio::process::Command) {
+    // SAFETY: `drop_all` runs in the forked child before exec and makes
+    // only raw syscalls (prctl, capset): no allocation, no locks.
+    unsafe {
+        cmd.pre_exec(drop_all);
+    }
+}
+
+/// `capset(2)`'s header and one of its two data words (version 3).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+/// The capability that may shrink the bounding set.
+const CAP_SETPCAP: u32 = 8;
+/// The highest capability number a kernel may know (the data words hold 64).
+const LAST_CAP: libc::c_ulong = 63;
+
+fn drop_all() -> io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    // Only with CAP_SETPCAP; numbers past the kernel's last are EINVAL.
+    // SAFETY (all below): plain prctl/capset calls on this thread with
+    // valid arguments and pointers to live locals.
+    if effective_bits_now().is_some_and(|eff| eff & (1 << CAP_SETPCAP) != 0) {
+        for cap in 0..=LAST_CAP {
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        }
+    }
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })?;
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+}
+
+/// This thread's effective capabilities by `capget(2)` (no allocation, so
+/// it may run between fork and exec).
+fn effective_bits_now() -> Option<u64> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: valid pointers to live locals of the layout capget expects.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };
+    (rc == 0).then(|| u64::from(data[0].effective) | (u64::from(data[1].effective) << 32))
+}
+
 /// The effective capability set of this process (`CapEff` in
 /// `/proc/self/status`).
 pub fn effective() -> io::Result<u64> {

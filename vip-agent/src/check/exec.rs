@@ -46,7 +46,9 @@ async fn run_in(shell: &str, command: &str, timeout: Duration) -> ExecResult {
         reason,
         took: start.elapsed(),
     };
-    let spawned = tokio::process::Command::new(shell)
+    let mut cmd = tokio::process::Command::new(shell);
+    crate::caps::without_privileges(&mut cmd);
+    let spawned = cmd
         .arg("-c")
         .arg(command)
         .stdin(Stdio::null())
@@ -160,6 +162,46 @@ mod tests {
         text.lines()
             .map(|l| l.trim().parse().expect("a pid"))
             .collect()
+    }
+
+    /// The `Cap*` and `NoNewPrivs` lines a script sees, as `name value`.
+    async fn script_privileges() -> Vec<(String, String)> {
+        let out = std::env::temp_dir().join(format!("vip-exec-caps-{}", std::process::id()));
+        let r = run_exec(
+            &format!(
+                "grep -E '^(Cap|NoNewPrivs)' /proc/self/status > {}",
+                out.display()
+            ),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(r.ok, "{r:?}");
+        let text = std::fs::read_to_string(&out).expect("the script wrote its status");
+        let _ = std::fs::remove_file(&out);
+        text.lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_script_holds_no_capability_and_cannot_gain_one() {
+        let seen = script_privileges().await;
+        let get = |k: &str| {
+            seen.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("no {k} in {seen:?}"))
+        };
+        for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            assert_eq!(get(set), "0000000000000000", "{set}: {seen:?}");
+        }
+        assert_eq!(get("NoNewPrivs"), "1");
+        // Emptied as far as the agent may: a root agent (CAP_SETPCAP) leaves
+        // its scripts nothing to regain on exec.
+        if crate::caps::effective().is_ok_and(|e| e & (1 << 8) != 0) {
+            assert_eq!(get("CapBnd"), "0000000000000000");
+        }
     }
 
     #[tokio::test]

@@ -358,7 +358,9 @@ impl Instance {
 /// Runs `script <state> <instance>` in the background and reaps it.
 fn spawn_notify(script: PathBuf, state: &'static str, instance: String) {
     tokio::spawn(async move {
-        match tokio::process::Command::new(&script)
+        let mut cmd = tokio::process::Command::new(&script);
+        crate::caps::without_privileges(&mut cmd);
+        match cmd
             .arg(state)
             .arg(&instance)
             .kill_on_drop(false)
