@@ -190,8 +190,7 @@ mod tests {
         let get = |k: &str| {
             seen.iter()
                 .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or_else(|| panic!("no {k} in {seen:?}"))
+                .map_or_else(|| panic!("no {k} in {seen:?}"), |(_, v)| v.as_str())
         };
         for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
             assert_eq!(get(set), "0000000000000000", "{set}: {seen:?}");
