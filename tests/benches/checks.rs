@@ -18,7 +18,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Agent, is_root, lab, wait_for};
+use common::{Agent, config, is_root, lab, wait_for};
+use vip_agent::config::ServiceCheck;
 use vip_tests::lab::Lab;
 
 const COUNT: u8 = 100;
@@ -66,13 +67,15 @@ fn backends_lab(tag: &str) -> Lab {
 
 /// Percent of one core the agent used over [`WINDOW`] with `check`: user
 /// and system time.
-fn measure(check: &str) -> (f64, f64, usize) {
+fn measure(check: ServiceCheck) -> (f64, f64, usize) {
     let lab = backends_lab("chk");
     let addrs: Vec<String> = (0..COUNT)
         .map(|i| format!("10.99.0.{}", FIRST + i))
         .collect();
     let backends: Vec<(&str, u32)> = addrs.iter().map(|a| (a.as_str(), 1)).collect();
-    let agent = Agent::start_with(&lab, "lb1", "lb1", &backends, &format!("{check}\n"));
+    let mut cfg = config::node(&lab, "lb1", &backends);
+    cfg.services[0].check = Some(check);
+    let agent = Agent::start_config(&lab, "lb1", cfg);
     let pid = agent.child.as_ref().expect("running").id();
     let up = wait_for("every backend checked up", Duration::from_secs(30), || {
         let st = agent.status();
@@ -144,14 +147,14 @@ fn main() {
         );
         return;
     }
-    let tcp = format!(
-        "check = {{ kind = \"tcp\", interval = \"{INTERVAL_MS}ms\", timeout = \"1s\", rise = 2, fall = 2 }}"
-    );
-    let exec = format!(
-        "check = {{ kind = \"exec\", command = \"/bin/true\", interval = \"{INTERVAL_MS}ms\", timeout = \"1s\", rise = 2, fall = 2 }}"
-    );
-    let (tcp_user, tcp_sys, n1) = measure(&tcp);
-    let (exec_user, exec_sys, n2) = measure(&exec);
+    // Both on the default schedule (1 s timeout, rise and fall 2) but for
+    // the interval.
+    let every = |mut check: ServiceCheck| {
+        check.schedule.interval = Duration::from_millis(INTERVAL_MS);
+        check
+    };
+    let (tcp_user, tcp_sys, n1) = measure(every(config::tcp_check()));
+    let (exec_user, exec_sys, n2) = measure(every(config::exec_check("/bin/true")));
     let (bare_user, bare_sys) = bare_loop();
     let ipvs = std::path::Path::new("/proc/net/ip_vs").exists();
     let mut md = String::new();

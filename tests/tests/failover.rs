@@ -10,7 +10,7 @@
 use vip_tests::kit as common;
 
 use std::{
-    net::{SocketAddr, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -19,45 +19,76 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Agent, VIP, is_root, lab, wait_for};
+use common::{Agent, VIP, config, is_root, lab, wait_for};
+use vip_agent::config::{Check, Config, Vrrp};
 use vip_tests::lab::{Lab, format_mac};
 
 const BACKENDS: [(&str, u32); 3] = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
 
-fn vrrp_section(priority: u8) -> String {
-    format!(
-        "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"10ms\"\nvips = [\"{VIP}\"]\ngarp = {{ count = 3, interval = \"5ms\" }}\n"
-    )
+/// The lab's instance `VI_1` (vrid 51) at `priority`, adverts every
+/// `advert_ms`.
+fn vi_1(priority: u8, advert_ms: u64) -> Vrrp {
+    let mut v = config::vrrp("VI_1", 51, priority, &[VIP]);
+    v.election.advert_interval = Duration::from_millis(advert_ms);
+    v
 }
 
-/// An agent named after its node, for the lab's three backends.
-fn agent(lab: &Lab, node: &str, extra: &str) -> Agent {
-    Agent::start_with(lab, node, node, &BACKENDS, extra)
+/// The second instance `VI_2` (vrid 52) for `vip2`.
+fn vi_2(priority: u8, advert_ms: u64, vip2: Ipv4Addr) -> Vrrp {
+    let mut v = config::vrrp("VI_2", 52, priority, &[vip2]);
+    v.election.advert_interval = Duration::from_millis(advert_ms);
+    v
+}
+
+/// The kit's config of the node named after `node`, for the lab's three
+/// backends.
+fn base(lab: &Lab, node: &str) -> Config {
+    config::node(lab, node, &BACKENDS)
+}
+
+/// An agent named after its node running `cfg`.
+fn agent(lab: &Lab, node: &str, cfg: Config) -> Agent {
+    Agent::start_config(lab, node, cfg)
 }
 
 fn start(lab: &Lab, node: &str, priority: u8) -> Agent {
-    agent(lab, node, &vrrp_section(priority))
+    let mut cfg = base(lab, node);
+    let mut v = vi_1(priority, 10);
+    v.garp.count = 3;
+    v.garp.interval = Duration::from_millis(5);
+    cfg.vrrp.push(v);
+    agent(lab, node, cfg)
 }
 
 /// The exec check `broker`, failing while `flag` exists.
-fn broker_check(flag: &Path) -> String {
-    format!(
-        "\n[[check]]\nname = \"broker\"\nkind = \"exec\"\ncommand = \"test ! -e {}\"\ninterval = \"50ms\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n",
-        flag.display()
-    )
+fn broker_check(flag: &Path) -> Check {
+    let mut c = config::check(
+        "broker",
+        config::exec(&format!("test ! -e {}", flag.display())),
+    );
+    c.schedule.interval = Duration::from_millis(50);
+    c.schedule.rise = 1;
+    c.schedule.fall = 1;
+    c
 }
 
-/// lb1 (150) and lb2 (100) configured by `section(priority, flag)`, each
-/// node checking its own broker flag in `dir`; returns lb1's, the only one
-/// ever raised.
+/// lb1 (150) and lb2 (100) with the `broker` check of their own flag in
+/// `dir` and the instances `instances(priority)`; returns lb1's flag, the
+/// only one ever raised.
 fn flagged_pair(
     lab: &Lab,
     dir: &Path,
-    section: impl Fn(u8, &Path) -> String,
+    instances: impl Fn(u8) -> Vec<Vrrp>,
 ) -> (Agent, Agent, PathBuf) {
     let flag = dir.join("broker-down");
-    let lb1 = agent(lab, "lb1", &section(150, &flag));
-    let lb2 = agent(lab, "lb2", &section(100, &dir.join("lb2-broker-down")));
+    let pair = |node: &str, priority: u8, flag: &Path| {
+        let mut cfg = base(lab, node);
+        cfg.checks.push(broker_check(flag));
+        cfg.vrrp = instances(priority);
+        agent(lab, node, cfg)
+    };
+    let lb1 = pair("lb1", 150, &flag);
+    let lb2 = pair("lb2", 100, &dir.join("lb2-broker-down"));
     (lb1, lb2, flag)
 }
 
@@ -218,14 +249,18 @@ fn garp_refresh_repairs_a_stale_entry_and_notify_runs() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let section = |prio: u8| {
-        format!(
-            "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"100ms\"\nvips = [\"{VIP}\"]\nnotify = \"{}\"\ngarp = {{ count = 1, interval = \"10ms\", refresh = \"200ms\" }}\n",
-            script.display()
-        )
+    let start = |node: &str, prio: u8| {
+        let mut cfg = base(&lab, node);
+        let mut v = vi_1(prio, 100);
+        v.notify = Some(script.clone());
+        v.garp.count = 1;
+        v.garp.interval = Duration::from_millis(10);
+        v.garp.refresh = Duration::from_millis(200);
+        cfg.vrrp.push(v);
+        agent(&lab, node, cfg)
     };
-    let lb1 = agent(&lab, "lb1", &section(150));
-    let lb2 = agent(&lab, "lb2", &section(100));
+    let lb1 = start("lb1", 150);
+    let lb2 = start("lb2", 100);
     wait_for("lb1 master, lb2 backup", Duration::from_secs(5), || {
         (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(())
     });
@@ -289,11 +324,10 @@ fn tracked_check_moves_mastership(weight: i32) {
     }
     let lab = lab("trk");
     let guard = common::DirGuard::for_lab(&lab, "track");
-    let (lb1, lb2, flag) = flagged_pair(&lab, &guard.0, |prio, flag| {
-        broker_check(flag)
-            + &format!(
-                "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{VIP}\"]\ntrack = [{{ check = \"broker\", weight = {weight} }}]\n"
-            )
+    let (lb1, lb2, flag) = flagged_pair(&lab, &guard.0, |prio| {
+        let mut v = vi_1(prio, 20);
+        v.track.push(config::track("broker", weight));
+        vec![v]
     });
     wait_for("lb1 master, lb2 backup", Duration::from_secs(5), || {
         (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(())
@@ -325,15 +359,17 @@ fn unicast_active_active_instances() {
         return;
     }
     let lab = lab("uni");
-    let vip2 = std::net::Ipv4Addr::new(10, 99, 0, 101);
-    let section = |p1: u8, p2: u8, peer: &str| {
-        format!(
-            "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {p1}\nadvert_interval = \"20ms\"\nunicast_peers = [\"{peer}\"]\nvips = [\"{VIP}\"]\n\
-             \n[[vrrp]]\nname = \"VI_2\"\nvrid = 52\npriority = {p2}\nadvert_interval = \"20ms\"\nunicast_peers = [\"{peer}\"]\nvips = [\"{vip2}\"]\n"
-        )
+    let vip2 = Ipv4Addr::new(10, 99, 0, 101);
+    let start = |node: &str, p1: u8, p2: u8, peer: Ipv4Addr| {
+        let mut cfg = base(&lab, node);
+        cfg.vrrp = vec![vi_1(p1, 20), vi_2(p2, 20, vip2)];
+        for v in &mut cfg.vrrp {
+            v.unicast_peers = vec![peer];
+        }
+        agent(&lab, node, cfg)
     };
-    let mut lb1 = agent(&lab, "lb1", &section(150, 100, "10.99.0.3"));
-    let lb2 = agent(&lab, "lb2", &section(100, 150, "10.99.0.2"));
+    let mut lb1 = start("lb1", 150, 100, Ipv4Addr::new(10, 99, 0, 3));
+    let lb2 = start("lb2", 100, 150, Ipv4Addr::new(10, 99, 0, 2));
     wait_for(
         "lb1 master of VI_1 and lb2 of VI_2",
         Duration::from_secs(5),
@@ -357,13 +393,14 @@ fn a_sync_group_moves_together() {
     }
     let lab = lab("syn");
     let guard = common::DirGuard::for_lab(&lab, "sync");
-    let vip2 = std::net::Ipv4Addr::new(10, 99, 0, 101);
-    let (lb1, lb2, flag) = flagged_pair(&lab, &guard.0, |prio, flag| {
-        broker_check(flag)
-            + &format!(
-                "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{VIP}\"]\nsync_group = \"G\"\n\
-                 \n[[vrrp]]\nname = \"VI_2\"\nvrid = 52\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{vip2}\"]\nsync_group = \"G\"\ntrack = [{{ check = \"broker\", weight = -100 }}]\n"
-            )
+    let vip2 = Ipv4Addr::new(10, 99, 0, 101);
+    let (lb1, lb2, flag) = flagged_pair(&lab, &guard.0, |prio| {
+        let mut instances = vec![vi_1(prio, 20), vi_2(prio, 20, vip2)];
+        for v in &mut instances {
+            v.sync_group = Some("G".to_owned());
+        }
+        instances[1].track.push(config::track("broker", -100));
+        instances
     });
     let on = |a: &Agent| a.holds(VIP) && a.holds(vip2);
     let off = |a: &Agent| !a.holds(VIP) && !a.holds(vip2);
@@ -424,19 +461,26 @@ fn an_instance_that_lost_its_backends_steps_down() {
         return;
     }
     let lab = lab("tsv");
-    let section = |prio: u8, port: u16| {
-        format!(
-            "check = {{ kind = \"tcp\", port = {port}, interval = \"50ms\", timeout = \"200ms\", rise = 1, fall = 1 }}\n\
-             \n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"20ms\"\nvips = [\"{VIP}\"]\n\
-             track_services = {{ weight = -60 }}\n"
-        )
+    let start = |node: &str, prio: u8, port: u16| {
+        let mut cfg = base(&lab, node);
+        let mut check = config::tcp_check();
+        check.port = Some(port);
+        check.schedule.interval = Duration::from_millis(50);
+        check.schedule.timeout = Duration::from_millis(200);
+        check.schedule.rise = 1;
+        check.schedule.fall = 1;
+        cfg.services[0].check = Some(check);
+        let mut v = vi_1(prio, 20);
+        v.track_services = Some(-60);
+        cfg.vrrp.push(v);
+        agent(&lab, node, cfg)
     };
-    let lb2 = agent(&lab, "lb2", &section(100, 5672));
+    let lb2 = start("lb2", 100, 5672);
     // lb1 starts after lb2 is master, so it preempts only while healthy.
     wait_for("lb2 master alone", Duration::from_secs(5), || {
         lb2.holds(VIP).then_some(())
     });
-    let lb1 = agent(&lab, "lb1", &section(150, 5999));
+    let lb1 = start("lb1", 150, 5999);
     wait_for("lb1's backends all down", Duration::from_secs(5), || {
         lb1.status().services[0]
             .backends
@@ -452,7 +496,7 @@ fn an_instance_that_lost_its_backends_steps_down() {
     let mut lb1 = lb1;
     lb1.stop();
     drop(lb1);
-    let lb1 = agent(&lab, "lb1", &section(150, 5672));
+    let lb1 = start("lb1", 150, 5672);
     wait_for("healthy lb1 preempts", Duration::from_secs(5), || {
         (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(())
     });

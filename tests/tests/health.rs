@@ -18,7 +18,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Agent, VIP, is_root, wait_for};
+use common::{Agent, VIP, config, is_root, wait_for};
+use vip_agent::config::Probe;
 use vip_tests::{
     broker::{self, Broker, BrokerOptions},
     lab::{Lab, LabOptions},
@@ -106,21 +107,32 @@ fn amqp_checks_steer_real_brokers_and_reset_stale_connections() {
         brokers.iter().map(Broker::started_in).collect::<Vec<_>>()
     );
     let _dir = common::DirGuard::new(PathBuf::from(format!("/run/vip-test/{}-hc", lab.prefix())));
-    let extra = format!(
-        "check = {{ kind = \"amqp\", interval = \"{INTERVAL_MS}ms\", timeout = \"300ms\", rise = 2, fall = {FALL} }}\n\
-         \n[[check]]\nname = \"b2-alarms\"\nkind = \"http\"\naddress = \"10.99.0.12\"\nport = 15672\n\
-         path = \"/api/health/checks/alarms\"\nuser = \"guest\"\npassword = \"guest\"\n\
-         interval = \"200ms\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n"
-    );
-    // `check = ...` right after `backends = [...]` still belongs to the
-    // [[service]] table.
-    let lb1 = Agent::start_with(
+    let mut cfg = config::node(
         &lab,
         "lb1",
-        "lb1",
         &[("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)],
-        &extra,
     );
+    let mut amqp = config::amqp_check();
+    amqp.schedule.interval = Duration::from_millis(INTERVAL_MS);
+    amqp.schedule.timeout = Duration::from_millis(300);
+    amqp.schedule.fall = u32::try_from(FALL).expect("small");
+    cfg.services[0].check = Some(amqp);
+    let mut alarms = config::check(
+        "b2-alarms",
+        Probe::Http {
+            path: "/api/health/checks/alarms".to_owned(),
+            expect_status: 200,
+            expect_body: None,
+            auth: Some(("guest".to_owned(), "guest".to_owned())),
+        },
+    );
+    alarms.address = Some(Ipv4Addr::new(10, 99, 0, 12));
+    alarms.port = Some(15672);
+    alarms.schedule.interval = Duration::from_millis(200);
+    alarms.schedule.rise = 1;
+    alarms.schedule.fall = 1;
+    cfg.checks.push(alarms);
+    let lb1 = Agent::start_config(&lab, "lb1", cfg);
     wait_for(
         "every backend up and in the table",
         Duration::from_secs(10),

@@ -11,7 +11,7 @@ use vip_tests::kit as common;
 
 use std::{path::Path, time::Duration};
 
-use common::{Agent, Keepalived, VIP, Vrrp, is_root, lab, wait_for};
+use common::{Agent, Keepalived, VIP, Vrrp, config, is_root, lab, wait_for};
 use vip_tests::lab::{Lab, format_mac};
 
 fn client_arp_names(lab: &Lab, mac: &str) -> bool {
@@ -39,7 +39,9 @@ fn interop(version: u8, advert: Duration, auth_pass: Option<&str>, limit: Durati
     };
 
     // vip (150) master, keepalived (100) backup.
-    let mut vip = Agent::start_with(&lab, "lb1", "lb1", &backends, &member(150).agent_toml());
+    let mut cfg = config::node(&lab, "lb1", &backends);
+    cfg.vrrp.push(member(150).agent_vrrp());
+    let mut vip = Agent::start_config(&lab, "lb1", cfg);
     let ka = Keepalived::start(&lab, "lb2", &member(100));
     wait_for("vip master on lb1", limit, || vip.holds(VIP).then_some(()));
     poke(&lab);
@@ -86,7 +88,9 @@ fn interop(version: u8, advert: Duration, auth_pass: Option<&str>, limit: Durati
     wait_for("keepalived master", limit * 2, || {
         ka.holds(&lab).then_some(())
     });
-    let vip = Agent::start_with(&lab, "lb1", "lb1b", &backends, &member(100).agent_toml());
+    let mut cfg = config::node(&lab, "lb1b", &backends);
+    cfg.vrrp.push(member(100).agent_vrrp());
+    let vip = Agent::start_config(&lab, "lb1", cfg);
     std::thread::sleep(limit / 2);
     assert!(
         !vip.holds(VIP),

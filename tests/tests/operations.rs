@@ -15,16 +15,27 @@ use std::{
     time::Duration,
 };
 
-use common::{Agent, Setup, VIP, ask, is_root, lab, wait_for, who_answers};
-use vip_agent::control::{Command, Status};
+use common::{Agent, VIP, ask, config, is_root, lab, wait_for, who_answers};
+use vip_agent::{
+    config::{Config, Vrrp, write::to_toml},
+    control::{Command, Status},
+};
 use vip_tests::lab::Lab;
 
 const BACKENDS: [(&str, u32); 3] = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
 
-fn vrrp(priority: u8) -> String {
-    format!(
-        "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"10ms\"\nvips = [\"{VIP}\"]\n"
-    )
+/// The lab's instance `VI_1` (vrid 51) at `priority`, 10 ms adverts.
+fn vrrp(priority: u8) -> Vrrp {
+    let mut v = config::vrrp("VI_1", 51, priority, &[VIP]);
+    v.election.advert_interval = Duration::from_millis(10);
+    v
+}
+
+/// The kit's config of `node` (named after it) with `instances`.
+fn with_vrrp(lab: &Lab, node: &str, instances: Vec<Vrrp>) -> Config {
+    let mut cfg = config::node(lab, node, &BACKENDS);
+    cfg.vrrp = instances;
+    cfg
 }
 
 /// `GET /metrics` from inside lb1's namespace (the agent serves on its
@@ -87,19 +98,14 @@ fn control_socket_metrics_and_reload_without_a_vrrp_flap() {
     let lab = lab("ops");
     // lb1 tracks a node check (always passing) whose interval a reload
     // changes below.
-    let lb1 = Agent::start_full(
-        &lab,
-        "lb1",
-        "lb1",
-        &BACKENDS,
-        Setup {
-            node_extra: "metrics = \"127.0.0.1:9650\"\n",
-            extra: &(vrrp(150)
-                + "track = [{ check = \"alive\", weight = -60 }]\n\n[[check]]\nname = \"alive\"\nkind = \"exec\"\ncommand = \"true\"\ninterval = \"50ms\"\n"),
-            ..Setup::default()
-        },
-    );
-    let mut lb2 = Agent::start_with(&lab, "lb2", "lb2", &BACKENDS, &vrrp(100));
+    let mut cfg = with_vrrp(&lab, "lb1", vec![vrrp(150)]);
+    cfg.node.metrics = Some(([127, 0, 0, 1], 9650).into());
+    cfg.vrrp[0].track.push(config::track("alive", -60));
+    let mut alive = config::check("alive", config::exec("true"));
+    alive.schedule.interval = Duration::from_millis(50);
+    cfg.checks.push(alive);
+    let mut lb1 = Agent::start_config(&lab, "lb1", cfg);
+    let mut lb2 = Agent::start_config(&lab, "lb2", with_vrrp(&lab, "lb2", vec![vrrp(100)]));
     wait_for("lb1 to be master", Duration::from_secs(5), || {
         (lb1.holds(VIP) && !lb2.holds(VIP)).then_some(())
     });
@@ -235,16 +241,17 @@ fn control_socket_metrics_and_reload_without_a_vrrp_flap() {
     std::fs::write(&lb1.config, &good).unwrap();
     let two = &BACKENDS[..2];
     // Remove a backend and change the check's interval in one reload.
-    let removed_text = lb1
-        .text(two)
-        .replace("interval = \"50ms\"", "interval = \"80ms\"");
-    assert!(removed_text.contains("interval = \"80ms\""));
-    std::fs::write(&lb1.config, &removed_text).unwrap();
+    let mut removed = lb1.cfg().clone();
+    removed.services[0].backends.truncate(2);
+    removed.checks[0].schedule.interval = Duration::from_millis(80);
+    assert!(to_toml(&removed).contains("interval = \"80ms\""));
+    let good_cfg = lb1.cfg().clone();
+    lb1.write_config(removed);
     let reply = lb1.control(Command::Reload).unwrap();
     assert!(reply.ok, "{reply:?}");
     lb2.reload(two);
     assert_eq!(lb1.status().services[0].backends.len(), 2);
-    std::fs::write(&lb1.config, &good).unwrap();
+    lb1.write_config(good_cfg);
     assert!(lb1.control(Command::Reload).unwrap().ok);
     lb2.reload(&BACKENDS);
     let s1 = lb1.status();
@@ -315,7 +322,7 @@ fn vipctl_verbs_against_a_lab_node_and_after_its_death() {
         return;
     }
     let lab = lab("ctl");
-    let mut lb1 = Agent::start_with(&lab, "lb1", "lb1", &BACKENDS, &vrrp(150));
+    let mut lb1 = Agent::start_config(&lab, "lb1", with_vrrp(&lab, "lb1", vec![vrrp(150)]));
     wait_for("lb1 master", Duration::from_secs(5), || {
         lb1.holds(VIP).then_some(())
     });
@@ -452,14 +459,13 @@ fn a_changed_instance_restarts_alone() {
     }
     let lab = lab("rl2");
     let vip2 = Ipv4Addr::new(10, 99, 0, 101);
-    let two = |p1: u8, p2: u8| {
-        format!(
-            "{}\n[[vrrp]]\nname = \"VI_2\"\nvrid = 52\npriority = {p2}\nadvert_interval = \"10ms\"\nvips = [\"{vip2}\"]\n",
-            vrrp(p1)
-        )
+    let two = |node: &str, p1: u8, p2: u8| {
+        let mut second = config::vrrp("VI_2", 52, p2, &[vip2]);
+        second.election.advert_interval = Duration::from_millis(10);
+        Agent::start_config(&lab, node, with_vrrp(&lab, node, vec![vrrp(p1), second]))
     };
-    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &BACKENDS, &two(150, 150));
-    let lb2 = Agent::start_with(&lab, "lb2", "lb2", &BACKENDS, &two(100, 100));
+    let mut lb1 = two("lb1", 150, 150);
+    let lb2 = two("lb2", 100, 100);
     wait_for("lb1 master of both", Duration::from_secs(5), || {
         (lb1.holds(VIP) && lb1.holds(vip2) && !lb2.holds(VIP) && !lb2.holds(vip2)).then_some(())
     });
@@ -474,13 +480,10 @@ fn a_changed_instance_restarts_alone() {
         (i.state, i.transitions)
     };
     let (before1, before2) = (vi1(&lb1), vi1(&lb2));
-    let text = std::fs::read_to_string(&lb1.config).unwrap();
-    let changed = text.replace(
-        "name = \"VI_2\"\nvrid = 52\npriority = 150",
-        "name = \"VI_2\"\nvrid = 52\npriority = 50",
-    );
-    assert_ne!(changed, text);
-    std::fs::write(&lb1.config, changed).unwrap();
+    let mut changed = lb1.cfg().clone();
+    assert_eq!(changed.vrrp[1].election.priority, 150);
+    changed.vrrp[1].election.priority = 50;
+    lb1.write_config(changed);
     let reply = lb1.control(Command::Reload).unwrap();
     assert!(reply.ok, "{reply:?}");
     wait_for("VI_2 on lb2", Duration::from_secs(5), || {
@@ -504,15 +507,16 @@ fn vrrp_added_by_a_reload_starts() {
         return;
     }
     let lab = lab("rl3");
-    let lb2 = Agent::start_with(&lab, "lb2", "lb2", &BACKENDS, &vrrp(200));
-    let lb1 = Agent::start_with(&lab, "lb1", "lb1", &BACKENDS, "");
+    let lb2 = Agent::start_config(&lab, "lb2", with_vrrp(&lab, "lb2", vec![vrrp(200)]));
+    let mut lb1 = Agent::start(&lab, "lb1", "lb1", &BACKENDS);
     wait_for("lb2 master", Duration::from_secs(5), || {
         lb2.holds(VIP).then_some(())
     });
     assert!(lb1.holds(VIP), "static: lb1 owns the VIP");
     assert!(lb1.status().instances.is_empty());
-    let text = std::fs::read_to_string(&lb1.config).unwrap() + &vrrp(100);
-    std::fs::write(&lb1.config, text).unwrap();
+    let mut added = lb1.cfg().clone();
+    added.vrrp.push(vrrp(100));
+    lb1.write_config(added);
     let reply = lb1.control(Command::Reload).unwrap();
     assert!(reply.ok, "{reply:?}");
     let st = wait_for("lb1 backup, hearing lb2", Duration::from_secs(5), || {

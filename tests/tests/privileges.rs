@@ -12,8 +12,8 @@ use std::{
     time::Duration,
 };
 
-use common::{DirGuard, is_root, lab, sibling_bin, wait_for, who_answers};
-use vip_agent::caps::NEEDED;
+use common::{DirGuard, config, is_root, lab, sibling_bin, wait_for, who_answers};
+use vip_agent::{caps::NEEDED, config::write::to_toml};
 
 const NOBODY: u32 = 65534;
 
@@ -97,11 +97,11 @@ fn runs_unprivileged_with_only_the_named_capabilities() {
     let config = dir.0.join("vip.toml");
     std::fs::write(
         &config,
-        vip_tests::lab::agent_config(
+        to_toml(&config::at(
             "lb1",
             &bpffs.0,
             &[("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)],
-        ),
+        )),
     )
     .unwrap();
 

@@ -46,7 +46,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Agent, Haproxy, Keepalived, Setup, VIP, Vrrp, is_root, poll, signal};
+use common::{Agent, Haproxy, Keepalived, Setup, VIP, Vrrp, config, is_root, poll, signal};
 use probe::{
     CONNECT_TIMEOUT, GREETING_TIMEOUT, LB1_LAST, Outcome, PROBE_PERIOD, Prober, analyse,
     client_arp_last, ms,
@@ -143,13 +143,10 @@ impl Daemons {
             Stack::Vip => {
                 // Logs to files in the agents' directories, for the errors.
                 let agent = |node: &str, priority: u8| {
-                    let extra = Vrrp::v3(priority, interval).agent_toml();
-                    let setup = Setup {
-                        extra: &extra,
-                        log_to_file: true,
-                        ..Setup::default()
-                    };
-                    Agent::start_full(lab, node, node, &BACKENDS, setup)
+                    let mut cfg = config::node(lab, node, &BACKENDS);
+                    cfg.vrrp.push(Vrrp::v3(priority, interval).agent_vrrp());
+                    let setup = Setup { log_to_file: true };
+                    Agent::start_full(lab, node, cfg, setup)
                 };
                 let lb1 = agent("lb1", 150);
                 let lb2 = agent("lb2", 100);

@@ -17,16 +17,11 @@ use super::{
 use crate::lab::Lab;
 use vip_agent::dataplane::{Maps, pin_dir};
 
-pub use crate::lab::agent_config as config_text;
+use vip_agent::config::{Config, write::to_toml};
 
-/// What an agent gets beyond its node, name and backends; kept on reloads
-/// and restarts.
+/// How an agent runs beyond its config; kept on restarts.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Setup<'a> {
-    /// Lines added to `[node]`.
-    pub node_extra: &'a str,
-    /// TOML appended to the config.
-    pub extra: &'a str,
+pub struct Setup {
     /// The agent's log (its stderr, uncoloured) to a file in its directory
     /// instead of ours: [`Agent::log_tail`] reads it, and a failed start
     /// shows it.
@@ -38,10 +33,12 @@ pub struct Setup<'a> {
 pub struct Agent {
     pub child: Option<Child>,
     notify: Option<UnixDatagram>,
-    node_extra: String,
-    extra: String,
+    /// What [`Agent::cfg`] returns (boxed: a config is large beside the
+    /// rest).
+    cfg: Box<Config>,
     log: Option<PathBuf>,
     pub node: String,
+    /// The config file.
     pub config: PathBuf,
     pub bpffs: PathBuf,
     pub name: String,
@@ -50,73 +47,59 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts vip-agent in `node` of `lab` and waits until XDP is attached
-    /// (its link is pinned) and the service's table is live.
+    /// Starts vip-agent in `node` of `lab` with [`config::node`] for `name`
+    /// and `backends`, and waits until XDP is attached (its link is pinned)
+    /// and the service's table is live.
+    ///
+    /// [`config::node`]: super::config::node
     pub fn start(lab: &Lab, node: &str, name: &str, backends: &[(&str, u32)]) -> Self {
-        Self::start_with(lab, node, name, backends, "")
+        Self::start_config(lab, node, super::config::node(lab, name, backends))
     }
 
-    /// Like [`Agent::start`], with `extra` TOML appended to the config
-    /// (kept on reloads).
-    pub fn start_with(
-        lab: &Lab,
-        node: &str,
-        name: &str,
-        backends: &[(&str, u32)],
-        extra: &str,
-    ) -> Self {
-        Self::start_full(
-            lab,
-            node,
-            name,
-            backends,
-            Setup {
-                extra,
-                ..Setup::default()
-            },
-        )
+    /// Like [`Agent::start`], with `cfg` (usually [`config::node`] edited):
+    /// the agent is named and its directory found by `cfg.node.name`.
+    ///
+    /// [`config::node`]: super::config::node
+    pub fn start_config(lab: &Lab, node: &str, cfg: Config) -> Self {
+        Self::start_full(lab, node, cfg, Setup::default())
     }
 
-    /// Like [`Agent::start`], with all of [`Setup`].
-    pub fn start_full(
-        lab: &Lab,
-        node: &str,
-        name: &str,
-        backends: &[(&str, u32)],
-        setup: Setup,
-    ) -> Self {
-        let dir = DirGuard::for_lab(lab, name);
+    /// Like [`Agent::start_config`], with [`Setup`].
+    pub fn start_full(lab: &Lab, node: &str, cfg: Config, setup: Setup) -> Self {
+        let name = cfg.node.name.clone();
+        let dir = DirGuard::for_lab(lab, &name);
         let mut agent = Self {
             child: None,
             notify: None,
-            node_extra: setup.node_extra.to_owned(),
-            extra: setup.extra.to_owned(),
             log: setup.log_to_file.then(|| dir.0.join("vip-agent.log")),
             node: node.to_owned(),
             config: dir.0.join("vip.toml"),
-            bpffs: dir.0.join("bpffs"),
-            name: name.to_owned(),
+            bpffs: cfg.node.bpffs.clone(),
+            name,
+            cfg: Box::new(cfg.clone()),
             dir,
         };
-        std::fs::write(&agent.config, agent.text(backends)).expect("write config");
+        agent.write_config(cfg);
         agent.spawn(lab);
         agent
     }
 
-    /// The config file's text for `backends`, with this agent's extras.
+    /// The config last written (what the agent runs once it has read it).
     #[must_use]
-    pub fn text(&self, backends: &[(&str, u32)]) -> String {
-        config_text(&self.name, &self.bpffs, backends).replacen(
-            "[node]\n",
-            &format!("[node]\n{}", self.node_extra),
-            1,
-        ) + &self.extra
+    pub fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Writes `cfg` as the config file (read at the next start or reload).
+    pub fn write_config(&mut self, cfg: Config) {
+        std::fs::write(&self.config, to_toml(&cfg)).expect("write config");
+        *self.cfg = cfg;
     }
 
     /// The agent's control socket.
     #[must_use]
     pub fn control_socket(&self) -> PathBuf {
-        crate::lab::control_socket(&self.name, &self.bpffs)
+        self.cfg.node.control_socket.clone()
     }
 
     /// One control-socket request.
@@ -232,15 +215,26 @@ impl Agent {
         }
     }
 
-    /// Rewrites the config, sends SIGHUP and waits until the agent says the
-    /// reload is done (`READY=1` after `RELOADING=1`).
-    pub fn reload(&mut self, backends: &[(&str, u32)]) {
-        std::fs::write(&self.config, self.text(backends)).expect("write config");
+    /// Writes `cfg`, sends SIGHUP and waits until the agent says the reload
+    /// is done (`READY=1` after `RELOADING=1`).
+    pub fn reload_config(&mut self, cfg: Config) {
+        self.write_config(cfg);
         let pid = self.child.as_ref().expect("running").id();
         assert!(signal(pid, libc::SIGHUP), "SIGHUP");
         let sock = self.notify.take().expect("notify socket");
         self.wait_ready(&sock, Duration::from_secs(20));
         self.notify = Some(sock);
+    }
+
+    /// [`Agent::reload_config`] with the first service's backends replaced
+    /// by `backends` (address, weight).
+    pub fn reload(&mut self, backends: &[(&str, u32)]) {
+        let mut cfg = self.cfg().clone();
+        cfg.services[0].backends = backends
+            .iter()
+            .map(|(a, w)| super::config::backend(a, *w))
+            .collect();
+        self.reload_config(cfg);
     }
 
     /// SIGTERM and wait: a clean shutdown.

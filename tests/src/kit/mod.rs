@@ -7,10 +7,11 @@
 //! exists.
 
 mod agent;
+pub mod config;
 mod peers;
 mod process;
 
-pub use agent::{Agent, Setup, config_text};
+pub use agent::{Agent, Setup};
 pub use peers::{Haproxy, Keepalived, Vrrp};
 pub use process::signal;
 
@@ -194,6 +195,13 @@ pub fn ping(dst: Ipv4Addr, ident: u16, timeout: Duration) -> std::io::Result<Dur
     ))
 }
 
+/// `/run/vip-test/<lab prefix>-<what>`: where the kit keeps `what` (an
+/// agent's files are in the directory of its name).
+#[must_use]
+pub fn agent_dir(lab: &Lab, what: &str) -> PathBuf {
+    PathBuf::from(format!("/run/vip-test/{}-{what}", lab.prefix()))
+}
+
 /// A directory removed on drop, even when the test panics.
 pub struct DirGuard(pub PathBuf);
 
@@ -204,13 +212,10 @@ impl DirGuard {
         Self(path)
     }
 
-    /// `/run/vip-test/<lab prefix>-<what>`: a directory of this lab's.
+    /// [`agent_dir`]: a directory of this lab's.
     #[must_use]
     pub fn for_lab(lab: &Lab, what: &str) -> Self {
-        Self::new(PathBuf::from(format!(
-            "/run/vip-test/{}-{what}",
-            lab.prefix()
-        )))
+        Self::new(agent_dir(lab, what))
     }
 }
 

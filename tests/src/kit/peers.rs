@@ -37,18 +37,14 @@ impl Vrrp<'_> {
         }
     }
 
-    /// vip's `[[vrrp]]` section (appended to an agent's config).
+    /// vip's instance of the group (for an agent's `cfg.vrrp`).
     #[must_use]
-    pub fn agent_toml(&self) -> String {
-        let auth = self
-            .auth_pass
-            .map_or_else(String::new, |p| format!("auth_pass = \"{p}\"\n"));
-        format!(
-            "\n[[vrrp]]\nname = \"VI_1\"\nvrid = 51\nversion = {}\npriority = {}\nadvert_interval = \"{}ms\"\n{auth}vips = [\"{VIP}\"]\n",
-            self.version,
-            self.priority,
-            self.advert.as_millis()
-        )
+    pub fn agent_vrrp(&self) -> vip_agent::config::Vrrp {
+        let mut v = super::config::vrrp("VI_1", 51, self.priority, &[VIP]);
+        v.election.version = self.version;
+        v.election.advert_interval = self.advert;
+        v.auth_pass = self.auth_pass.map(str::to_owned);
+        v
     }
 
     /// keepalived's configuration for the node `router_id`.

@@ -95,8 +95,10 @@ pub fn format_mac(mac: [u8; 6]) -> String {
 
 /// The config of a lab load balancer: `[node]` on `eth0` named `name`, pins
 /// under `bpffs`, its control socket `<name>.sock` beside `bpffs`, and one
-/// TCP service on VIP:5672 over `backends` (address, weight). Used by the
-/// tests, the demo and `lab up`.
+/// TCP service on VIP:5672 over `backends` (address, weight), as text: for
+/// xtask (the demo and `lab up`), which links this library without
+/// vip-agent. The tests build the same config through vip-agent's types
+/// (`kit::config::node`).
 #[must_use]
 pub fn agent_config(name: &str, bpffs: &Path, backends: &[(&str, u32)]) -> String {
     let list: Vec<String> = backends

@@ -1,19 +1,21 @@
 //! [`Fixture`]: the XDP program loaded, its maps written the way the agent
-//! writes them: a parsed [`Config`], the facts the agent learns at run time
-//! (the node's interface, the backends' MACs and links, the VRRP state) and
-//! the steering go through [`plan`], and [`apply`] writes the plan into the
+//! writes them: a [`Config`] built through its types, the facts the agent
+//! learns at run time (the node's interface, the backends' MACs and links,
+//! the VRRP state) and the steering go through [`plan`], and [`apply`] writes the plan into the
 //! loaded [`Dataplane`], as the agent's run loop does (the way Katran's tests
 //! provision through its LB API rather than by writing maps).
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, time::Duration};
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
 use vip_agent::{
     agent::{Ids, Plan, Resolved, ServiceIdent, Steering, apply, plan, service_ident},
-    config::{Config, Service},
+    config::{BackendConfig, Config, OnBackendDown, Service},
     dataplane::Dataplane,
     net::Iface,
 };
 use vip_common::{FlowKey, LOOKUP_SIZE, Proto, ServiceKey, VipState, flow_hash};
+
+use crate::kit::config as kit;
 
 use super::{
     AMQP, AMQPS_LOCAL, BACKENDS, DNS_UDP, EMPTY, LB, LB_MAC, REMOTE, REMOTE_LINK, REMOTE_MAC,
@@ -70,35 +72,36 @@ fn ifindex(name: &str) -> u32 {
     i
 }
 
-/// The fixture's config, as an operator would write it. Every service keeps
-/// the flows of a down backend (a test sets another policy through
-/// [`Fixture::service_mut`]); the VRRP instance is backup on this node.
+/// The fixture's config. Every service keeps the flows of a down backend
+/// (a test sets another policy through [`Fixture::service_mut`]); the VRRP
+/// instance is backup on this node.
 fn config() -> Config {
-    let [(b1, _), (b2, _), (b3, _)] = BACKENDS;
-    let lan =
-        format!(r#"[{{ address = "{b1}" }}, {{ address = "{b2}" }}, {{ address = "{b3}" }}]"#);
-    let text = format!(
-        r#"service = [
-  {{ vip = "{VIP}", port = {AMQP}, on_backend_down = "keep", backends = {lan} }},
-  {{ vip = "{VIP}", port = {DNS_UDP}, protocol = "udp", on_backend_down = "keep", backends = {lan} }},
-  {{ vip = "{VIP}", port = {AMQPS_LOCAL}, on_backend_down = "keep", backends = [{{ address = "{LB}" }}] }},
-  {{ vip = "{VIP}", port = {REMOTE_LINK}, on_backend_down = "keep", backends = [{{ address = "{REMOTE}" }}] }},
-  {{ vip = "{VIP}", port = {EMPTY}, on_backend_down = "keep", backends = [{{ address = "{UNRESOLVED}" }}] }},
-]
-
-[node]
-interface = "lo"
-name = "lb1"
-
-[[vrrp]]
-name = "VI_1"
-vrid = 51
-priority = 100
-advert_interval = "10ms"
-vips = ["{VIP_INACTIVE}"]
-"#
-    );
-    Config::parse(&text, Path::new("xdp-fixture.toml")).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    let lan: Vec<Ipv4Addr> = BACKENDS.iter().map(|(a, _)| *a).collect();
+    let keep = |mut s: Service, backends: &[Ipv4Addr]| {
+        s.on_backend_down = OnBackendDown::Keep;
+        s.backends = backends
+            .iter()
+            .map(|a| BackendConfig {
+                address: *a,
+                weight: 1,
+            })
+            .collect();
+        s
+    };
+    let mut vrrp = kit::vrrp("VI_1", 51, 100, &[VIP_INACTIVE]);
+    vrrp.election.advert_interval = Duration::from_millis(10);
+    Config {
+        node: kit::node_defaults("lo", "lb1"),
+        vrrp: vec![vrrp],
+        checks: Vec::new(),
+        services: vec![
+            keep(kit::service(VIP, AMQP, &[]), &lan),
+            keep(kit::udp_service(VIP, DNS_UDP, &[]), &lan),
+            keep(kit::service(VIP, AMQPS_LOCAL, &[]), &[LB]),
+            keep(kit::service(VIP, REMOTE_LINK, &[]), &[REMOTE]),
+            keep(kit::service(VIP, EMPTY, &[]), &[UNRESOLVED]),
+        ],
+    }
 }
 
 impl Fixture {
