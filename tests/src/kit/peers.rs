@@ -5,7 +5,7 @@
 //! keepalived runs under the test and bench jobs; `HAProxy` only under the
 //! bench's ([`crate::programs`] refuses it elsewhere).
 
-use std::{fmt::Write as _, path::PathBuf, process::Child, time::Duration};
+use std::{fmt::Write as _, net::Ipv4Addr, path::PathBuf, process::Child, time::Duration};
 
 use super::{
     DirGuard, VIP,
@@ -17,6 +17,8 @@ use crate::{lab::Lab, programs};
 /// VIP on eth0, state BACKUP until elected (preempting).
 #[derive(Clone, Copy, Debug)]
 pub struct Vrrp<'a> {
+    /// The address the instance moves: [`VIP`] for the lab's group.
+    pub vip: Ipv4Addr,
     /// 2 or 3.
     pub version: u8,
     pub priority: u8,
@@ -30,6 +32,7 @@ impl Vrrp<'_> {
     #[must_use]
     pub fn v3(priority: u8, advert: Duration) -> Self {
         Vrrp {
+            vip: VIP,
             version: 3,
             priority,
             advert,
@@ -40,7 +43,7 @@ impl Vrrp<'_> {
     /// vip's instance of the group (for an agent's `cfg.vrrp`).
     #[must_use]
     pub fn agent_vrrp(&self) -> vip_agent::config::Vrrp {
-        let mut v = super::config::vrrp("VI_1", 51, self.priority, &[VIP]);
+        let mut v = super::config::vrrp("VI_1", 51, self.priority, &[self.vip]);
         v.election.version = self.version;
         v.election.advert_interval = self.advert;
         v.auth_pass = self.auth_pass.map(str::to_owned);
@@ -59,11 +62,12 @@ impl Vrrp<'_> {
         let cs = self.advert.as_millis() / 10;
         format!(
             "global_defs {{\n    router_id {router_id}\n    vrrp_version {}\n    max_auto_priority\n}}\n\
-             vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    priority {}\n    advert_int {}.{:02}\n{auth}    virtual_ipaddress {{\n        {VIP}/32\n    }}\n}}\n",
+             vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    priority {}\n    advert_int {}.{:02}\n{auth}    virtual_ipaddress {{\n        {}/32\n    }}\n}}\n",
             self.version,
             self.priority,
             cs / 100,
-            cs % 100
+            cs % 100,
+            self.vip
         )
     }
 }
@@ -122,13 +126,20 @@ impl Keepalived {
         self.parent.id()
     }
 
-    /// Whether keepalived has put the VIP on its node's eth0 (it is master).
+    /// Whether keepalived has put the lab's VIP on its node's eth0 (it is
+    /// master of the lab's group).
     #[must_use]
     pub fn holds(&self, lab: &Lab) -> bool {
+        self.holds_addr(lab, VIP)
+    }
+
+    /// Whether keepalived has put `vip` on its node's eth0.
+    #[must_use]
+    pub fn holds_addr(&self, lab: &Lab, vip: Ipv4Addr) -> bool {
         lab.ns(&self.node)
             .ip(&["-4", "addr", "show", "dev", "eth0"])
             .unwrap_or_default()
-            .contains(&format!("{VIP}/32"))
+            .contains(&format!("{vip}/32"))
     }
 
     /// The VRRP child from the `-r` file, if it is a live child of our
