@@ -492,10 +492,12 @@ mod tests {
                 }],
             }],
             counters: BTreeMap::from([("rx".to_owned(), 10), ("fwd_tx".to_owned(), 7)]),
+            vrrp_unknown_vrid: 3,
             ..Status::default()
         };
         let text = encode_status(&status);
         for line in [
+            "vip_vrrp_adverts_unknown_vrid_total 3",
             "vip_agent_uptime_seconds 12.5",
             "vip_heartbeat_age_seconds 0.003",
             "vip_table_rebuilds_total 4",
