@@ -167,12 +167,13 @@ fn encode_vrrp(r: &mut Registry, status: &Status) {
         "vrrp_adverts_dropped",
         "VRRP adverts dropped, by receive check",
     );
-    let unknown = counters(
-        r,
+    let unknown = Counter::<u64>::default();
+    r.register(
         "vrrp_adverts_unknown_vrid",
         "VRRP adverts for a VRID no instance here runs",
+        unknown.clone(),
     );
-    add(&unknown, &Labels::new(), status.vrrp_unknown_vrid);
+    unknown.inc_by(status.vrrp_unknown_vrid);
     for i in &status.instances {
         let l: Labels = vec![("instance", i.name.clone()), ("vrid", i.vrid.to_string())];
         for s in STATES {
