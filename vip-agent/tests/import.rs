@@ -414,6 +414,43 @@ fn an_include_whose_braces_explode_exits_2_with_its_line() {
 }
 
 #[test]
+fn includes_of_too_many_files_exit_2_with_the_line() {
+    let dir = Scratch::new("many");
+    for n in 0..1100 {
+        dir.write(&format!("part-{n:04}.conf"), "# empty\n");
+    }
+    let path = dir.write(
+        "keepalived.conf",
+        "global_defs {\n    router_id lb1\n}\ninclude part-*.conf\n",
+    );
+    let (code, out, err) = vipctl(&["import-keepalived", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty(), "no TOML: {out}");
+    assert!(
+        err.contains(&format!("{}:4: ", path.display())) && err.contains("more than 1024 files"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_included_file_past_16_mib_exits_2_with_the_line() {
+    let dir = Scratch::new("huge");
+    let huge = dir.write("huge.conf", &"#\n".repeat(8 << 20 | 1));
+    let path = dir.write(
+        "keepalived.conf",
+        "global_defs {\n    router_id lb1\n}\ninclude huge.conf\n",
+    );
+    let (code, _, err) = vipctl(&["import-keepalived", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("{}:4: ", path.display()))
+            && err.contains(&huge.display().to_string())
+            && err.contains("larger than 16 MiB"),
+        "{err}"
+    );
+}
+
+#[test]
 fn without_an_interface_it_exits_2_unless_given_one() {
     let dir = Scratch::new("noiface");
     let path = dir.write(

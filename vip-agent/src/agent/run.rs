@@ -186,6 +186,14 @@ impl Agent {
                     path: self.config.node.control_socket.clone(),
                     source: std::io::Error::other("control socket"),
                 })?;
+        if let Some(addr) = self.config.node.metrics
+            && !addr.ip().is_loopback()
+        {
+            tracing::warn!(
+                %addr,
+                "metrics are served to anyone who can reach {addr}; bind 127.0.0.1 unless a scraper elsewhere needs them"
+            );
+        }
         let metrics =
             match self.config.node.metrics {
                 Some(addr) => Some(crate::metrics::serve(addr, call_tx).await.map_err(

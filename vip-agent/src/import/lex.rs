@@ -43,8 +43,28 @@ pub(in crate::import) const INCLUDES: [&str; 6] = [
 ];
 /// Deeper than this is a loop the path comparison did not catch.
 pub(in crate::import) const MAX_INCLUDE_DEPTH: usize = 32;
+/// Files one import reads at most, the main one and its includes.
+pub(in crate::import) const MAX_FILES: usize = 1024;
+/// The largest file read: far more than any keepalived configuration.
+pub(in crate::import) const MAX_FILE_BYTES: u64 = 16 << 20;
 /// Parameter substitutions on one line before it counts as recursive.
 pub(in crate::import) const MAX_SUBSTITUTIONS: usize = 1000;
+
+/// The bytes of `path`, refused past [`MAX_FILE_BYTES`].
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "it is larger than {} MiB, more than any keepalived configuration",
+            MAX_FILE_BYTES >> 20
+        )));
+    }
+    Ok(bytes)
+}
 
 pub(in crate::import) struct Lexer {
     /// Every file read, as its path was written (joined to the including
@@ -89,7 +109,17 @@ impl Lexer {
         path: &Path,
         from: Option<Loc>,
     ) -> Result<(), ImportError> {
-        let bytes = std::fs::read(path).map_err(|source| match from {
+        if let Some(at) = from
+            && self.files.len() >= MAX_FILES
+        {
+            return Err(self.syntax(
+                at,
+                format!(
+                    "the includes name more than {MAX_FILES} files; include fewer (a pattern may match too much)"
+                ),
+            ));
+        }
+        let bytes = read_bounded(path).map_err(|source| match from {
             None => ImportError::Read {
                 path: path.to_owned(),
                 source,
