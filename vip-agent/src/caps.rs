@@ -85,6 +85,22 @@ struct CapData {
 }
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+impl CapHeader {
+    /// Version 3, about the calling thread.
+    const THIS_THREAD: Self = Self {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+}
+
+impl CapData {
+    const EMPTY: Self = Self {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    };
+}
 /// The capability that may shrink the bounding set.
 const CAP_SETPCAP: u32 = 8;
 /// The highest capability number a kernel may know (the data words hold 64).
@@ -115,15 +131,8 @@ fn drop_all() -> io::Result<()> {
             0,
         )
     })?;
-    let header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let data = [CapData {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
+    let header = CapHeader::THIS_THREAD;
+    let data = [CapData::EMPTY; 2];
     let rc = unsafe { libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
@@ -134,15 +143,8 @@ fn drop_all() -> io::Result<()> {
 /// This thread's effective capabilities by `capget(2)` (no allocation, so
 /// it may run between fork and exec).
 fn effective_bits_now() -> Option<u64> {
-    let mut header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
+    let mut header = CapHeader::THIS_THREAD;
+    let mut data = [CapData::EMPTY; 2];
     // SAFETY: valid pointers to live locals of the layout capget expects.
     let rc = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };
     (rc == 0).then(|| u64::from(data[0].effective) | (u64::from(data[1].effective) << 32))

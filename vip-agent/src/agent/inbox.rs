@@ -152,12 +152,6 @@ impl Inbox {
         });
     }
 
-    /// A sender for a task that posts its one event itself.
-    #[must_use]
-    pub fn sender(&self) -> mpsc::Sender<Event> {
-        self.tx.clone()
-    }
-
     /// The next event. Never `None` while the inbox holds its own sender.
     pub async fn recv(&mut self) -> Option<Event> {
         self.rx.recv().await

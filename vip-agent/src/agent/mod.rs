@@ -31,7 +31,7 @@ pub use self::{
     },
 };
 use crate::{
-    config::{Config, ConfigError},
+    config::{self, Check, Config, ConfigError},
     dataplane::{AttachMode, Dataplane, DataplaneError},
     net::{Iface, Net, NetError, arp_resolve, fmt_mac},
     store::MapStore,
@@ -168,6 +168,12 @@ fn open_vrrp(
         path: PathBuf::from(&iface.name),
         source,
     })
+}
+
+/// Whether two lists of tables say the same, table by table, wherever in
+/// the file each was written: a reload that only moves a table is no change.
+fn same_tables<T>(new: &[T], old: &[T], same: impl Fn(&T, &T) -> bool) -> bool {
+    new.len() == old.len() && new.iter().zip(old).all(|(a, b)| same(a, b))
 }
 
 /// What a background resolution found: the backend addresses it looked
@@ -344,12 +350,7 @@ impl Agent {
         ids.assign(&config)?;
         let macs =
             resolve_backends(&self.net, &config, &self.iface, &all, &self.macs, false).await?;
-        let vrrp_changed = config.vrrp.len() != self.config.vrrp.len()
-            || config
-                .vrrp
-                .iter()
-                .zip(&self.config.vrrp)
-                .any(|(a, b)| !a.same_as(b));
+        let vrrp_changed = !same_tables(&config.vrrp, &self.config.vrrp, config::Vrrp::same_as);
         if vrrp_changed {
             if let Some(v) = self.vrrp.as_mut() {
                 let (restarted, stopped, started) =
@@ -371,14 +372,7 @@ impl Agent {
         }
         // Health verdicts of backends that are gone are forgotten.
         self.steering.retain_configured(&config);
-        // Where a table sits in the file is no change: a reload that only
-        // moves one keeps its checks' state.
-        let checks_changed = config.checks.len() != self.config.checks.len()
-            || config
-                .checks
-                .iter()
-                .zip(&self.config.checks)
-                .any(|(a, b)| !a.same_as(b))
+        let checks_changed = !same_tables(&config.checks, &self.config.checks, Check::same_as)
             || service_checks(&config) != service_checks(&self.config);
         if checks_changed {
             // Restarted checks start up, like keepalived's without `alpha`.

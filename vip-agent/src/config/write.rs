@@ -455,6 +455,13 @@ backends = [{ address = "10.99.0.13" }]
     }
 
     #[test]
+    fn durations_are_written_in_the_largest_exact_unit() {
+        assert_eq!(fmt_duration(Duration::from_secs(3)), "3s");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(fmt_duration(Duration::from_micros(2_718_280)), "2718280us");
+    }
+
+    #[test]
     fn what_is_written_reads_back_as_the_same_config() {
         let cfg = parse(EVERY_KEY);
         let text = to_toml(&cfg);

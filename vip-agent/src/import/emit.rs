@@ -7,11 +7,11 @@ use super::{
     lex::{Loc, RawNote},
     model::{Converter, KA_ADVERT, Script},
     validate,
-    values::{fmt_dur, node_name},
+    values::node_name,
 };
 use crate::config::{
     Config, DEFAULT_BPFFS, Node, OnBackendDown, Service, ServiceCheck, V3Checksum, Vrrp, XdpMode,
-    write::{self, Comments},
+    write::{self, Comments, fmt_duration},
 };
 
 /// A vip `[[check]]` made from a `vrrp_script`.
@@ -361,8 +361,8 @@ pub(in crate::import) fn advert_for(
             format!(
                 "approximated: VRRP version {version} sends {}; {} became {} (keepalived rounds it the same way)",
                 if version == 2 { "whole seconds from 1s to 255s" } else { "multiples of 10ms up to 40.95s" },
-                fmt_dur(d),
-                fmt_dur(rounded)
+                fmt_duration(d),
+                fmt_duration(rounded)
             ),
         ));
     }

@@ -176,7 +176,7 @@ mod tests {
     use super::{
         glob::{expand_braces, fnmatch},
         lex::{decomment, split_words},
-        values::{fmt_dur, node_name},
+        values::node_name,
         *,
     };
 
@@ -441,9 +441,6 @@ mod tests {
         assert_eq!(parse_secs("3"), Some(Duration::from_secs(3)));
         assert_eq!(parse_secs("-1"), None);
         assert_eq!(parse_secs("."), None);
-        assert_eq!(fmt_dur(Duration::from_secs(3)), "3s");
-        assert_eq!(fmt_dur(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(fmt_dur(Duration::from_micros(2_718_280)), "2718280us");
         assert_eq!(node_name("lb1.example.com"), "lb1-example-com");
         assert_eq!(node_name("LB_1"), "LB_1");
         assert_eq!(node_name("..."), "vip");

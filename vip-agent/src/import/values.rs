@@ -21,8 +21,6 @@ pub(in crate::import) fn parse_secs(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs) + Duration::from_micros(micros))
 }
 
-pub(in crate::import) use crate::config::write::fmt_duration as fmt_dur;
-
 /// `router_id` (or a host name) as a vip node name: `[A-Za-z0-9_-]{1,32}`.
 pub(in crate::import) fn node_name(raw: &str) -> String {
     let mut name: String = raw
