@@ -50,22 +50,35 @@ pub const NEEDED: [Cap; 4] = [
     },
 ];
 
+/// Who a script runs as, when it is not the agent's own user: set in the
+/// child before exec (`setgroups`, `setresgid`, `setresuid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchTo {
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// Makes the child of `cmd` give up every capability before it runs the
-/// program: scripts (exec checks, notify) never hold the agent's
-/// privileges. In the child, between fork and exec:
+/// program, and become `switch`'s user when one is given: scripts (exec
+/// checks, notify) never hold the agent's privileges. In the child, between
+/// fork and exec:
 ///
 /// - the bounding set is emptied when the agent may do so (`CAP_SETPCAP`,
 ///   as root has): otherwise a root agent's script would regain every
 ///   capability on exec;
+/// - with `switch`, the supplementary groups become the user's one group,
+///   then the real, effective and saved gid and uid change (this needs
+///   `CAP_SETGID` and `CAP_SETUID`, which `scripts::resolve` checks first);
 /// - the ambient set is cleared, so nothing is inherited across exec;
 /// - the effective, permitted and inheritable sets are emptied;
 /// - `no_new_privs` is set: no setuid binary or file capability can raise
 ///   them again.
-pub fn without_privileges(cmd: &mut tokio::process::Command) {
+pub fn without_privileges(cmd: &mut tokio::process::Command, switch: Option<SwitchTo>) {
     // SAFETY: `drop_all` runs in the forked child before exec and makes
-    // only raw syscalls (prctl, capset): no allocation, no locks.
+    // only raw syscalls (prctl, setgroups, setres[ug]id, capset): no
+    // allocation, no locks.
     unsafe {
-        cmd.pre_exec(drop_all);
+        cmd.pre_exec(move || drop_all(switch));
     }
 }
 
@@ -101,12 +114,16 @@ impl CapData {
         inheritable: 0,
     };
 }
-/// The capability that may shrink the bounding set.
+/// May change the process's group ids.
+pub const CAP_SETGID: u32 = 6;
+/// May change the process's user ids.
+pub const CAP_SETUID: u32 = 7;
+/// May shrink the bounding set.
 const CAP_SETPCAP: u32 = 8;
 /// The highest capability number a kernel may know (the data words hold 64).
 const LAST_CAP: libc::c_ulong = 63;
 
-fn drop_all() -> io::Result<()> {
+fn drop_all(switch: Option<SwitchTo>) -> io::Result<()> {
     let check = |rc: libc::c_int| {
         if rc == 0 {
             Ok(())
@@ -121,6 +138,12 @@ fn drop_all() -> io::Result<()> {
         for cap in 0..=LAST_CAP {
             unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
         }
+    }
+    if let Some(to) = switch {
+        let groups = [to.gid];
+        check(unsafe { libc::setgroups(1, groups.as_ptr()) })?;
+        check(unsafe { libc::setresgid(to.gid, to.gid, to.gid) })?;
+        check(unsafe { libc::setresuid(to.uid, to.uid, to.uid) })?;
     }
     check(unsafe {
         libc::prctl(

@@ -110,3 +110,77 @@ fn missing_interface_is_a_runtime_error_naming_it() {
         "{err}"
     );
 }
+
+/// A config whose `[[check]]` runs `script` and whose instance notifies
+/// `notify`, with `node_extra` added to `[node]`.
+fn with_scripts(script: &std::path::Path, notify: &std::path::Path, node_extra: &str) -> String {
+    format!(
+        "[node]\ninterface = \"eth0\"\nname = \"lb1\"\n{node_extra}\n\
+         [[check]]\nname = \"broker\"\nkind = \"exec\"\ncommand = \"{} --quiet\"\n\n\
+         [[vrrp]]\nname = \"VI_1\"\nvrid = 51\nvips = [\"10.99.0.100\"]\ntrack = [{{ check = \"broker\" }}]\nnotify = \"{}\"\n",
+        script.display(),
+        notify.display()
+    )
+}
+
+fn chmod(p: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn check_refuses_a_script_others_may_change_naming_key_and_line() {
+    let safe = write("safe.sh", "#!/bin/sh\n");
+    chmod(&safe, 0o755);
+    let open = write("open.sh", "#!/bin/sh\n");
+    chmod(&open, 0o777);
+
+    let p = write("scripts-ok.toml", &with_scripts(&safe, &safe, ""));
+    let (code, out, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 0, "stdout {out} stderr {err}");
+    assert!(out.contains("scripts run as "), "{out}");
+
+    // The exec check's program: line 8 (`command = ...`).
+    let p = write("scripts-check.toml", &with_scripts(&open, &safe, ""));
+    let (code, _, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("scripts-check.toml:8: check[0].command: "), "{err}");
+    assert!(err.contains("open.sh is writable by everyone"), "{err}");
+
+    // The notify script: line 15.
+    let p = write("scripts-notify.toml", &with_scripts(&safe, &open, ""));
+    let (code, _, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("scripts-notify.toml:15: vrrp[0].notify: "), "{err}");
+
+    // Turned off, as keepalived without enable_script_security.
+    let p = write(
+        "scripts-off.toml",
+        &with_scripts(&open, &open, "script_security = false"),
+    );
+    let (code, out, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 0, "stdout {out} stderr {err}");
+}
+
+#[test]
+fn check_refuses_a_script_user_this_machine_lacks() {
+    let safe = write("safe-user.sh", "#!/bin/sh\n");
+    chmod(&safe, 0o755);
+    let p = write(
+        "script-user.toml",
+        &with_scripts(&safe, &safe, "script_user = \"no-such-user-vip\""),
+    );
+    let (code, _, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("script-user.toml:4: node.script_user: there is no user \"no-such-user-vip\""),
+        "{err}"
+    );
+    let p = write(
+        "script-user-bad.toml",
+        &with_scripts(&safe, &safe, "script_user = \"a:b:c\""),
+    );
+    let (code, _, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(":4: node.script_user: \"a:b:c\" is not a user"), "{err}");
+}

@@ -187,8 +187,14 @@ fn unicast_pass_auth_and_track_script() {
 
     i.reports(6, "notification_email", "ignored");
     i.reports(10, "smtp_server", "ignored");
-    i.reports(12, "enable_script_security", "ignored");
-    i.reports(13, "script_user", "ignored");
+    // Both map exactly: no note.
+    assert_eq!(v["node"]["script_user"].as_str(), Some("root"));
+    assert!(v["node"].get("script_security").is_none(), "the default");
+    assert!(
+        !i.stderr.contains("script_user") && !i.stderr.contains("enable_script_security"),
+        "{}",
+        i.stderr
+    );
     i.reports(27, "state", "no initial state");
     i.reports(32, "unicast_src_ip", "10.99.0.2");
     i.reports(41, "virtual_ipaddress", "label eth0:vip");
@@ -211,6 +217,15 @@ fn lvs_dr_for_rabbitmq_with_tcp_and_http_checks() {
     assert_eq!(r["name"].as_str(), Some("VI_RABBIT"));
     assert_eq!(r["preempt"].as_bool(), Some(false), "nopreempt");
     assert_eq!(r["notify"].as_str(), Some("/etc/keepalived/notify.sh"));
+    // Scripts, and no enable_script_security: vip checks them anyway.
+    assert!(
+        i.stderr.lines().any(
+            |l| l.ends_with("[node] script_security = false turns the check off")
+                && l.contains(": enable_script_security: note: keepalived.conf does not set it")
+        ),
+        "{}",
+        i.stderr
+    );
 
     let amqp = &v["service"][0];
     assert_eq!(amqp["vip"].as_str(), Some("10.99.0.100"));

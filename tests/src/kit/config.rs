@@ -55,6 +55,8 @@ pub fn node_defaults(interface: &str, name: &str) -> Node {
         metrics: None,
         xdp_mode: XdpMode::Auto,
         dead_time: None,
+        script_user: None,
+        script_security: true,
     }
 }
 

@@ -336,7 +336,8 @@ impl Agent {
     /// and checks rebuild tables, a changed VRRP instance restarts alone and
     /// unchanged ones keep their role. An invalid file changes nothing.
     pub async fn reload(&mut self) -> Result<(), AgentError> {
-        let mut config = Config::load(&self.config_path)?;
+        // Who scripts run as is a [node] setting: kept until a restart.
+        let (mut config, _scripts) = Config::load(&self.config_path)?;
         // `--iface` overrides the file's interface for the agent's life.
         config
             .node

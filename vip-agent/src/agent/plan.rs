@@ -451,6 +451,8 @@ pub(crate) mod tests {
                 metrics: None,
                 xdp_mode: XdpMode::Auto,
                 dead_time: None,
+                script_user: None,
+                script_security: true,
             },
             vrrp: Vec::new(),
             checks: Vec::new(),

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
     }
 
-    let mut config = match Config::load(&args.config) {
+    let (mut config, scripts) = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vip-agent: {e}");
@@ -65,14 +65,23 @@ fn main() -> ExitCode {
     }
     if args.check {
         println!(
-            "{}: OK ({} service(s), node {} on {})",
+            "{}: OK ({} service(s), node {} on {}; scripts run as {})",
             args.config.display(),
             config.services.len(),
             config.node.name,
-            config.node.interface
+            config.node.interface,
+            scripts.name
         );
+        if let Some(w) = &scripts.warning {
+            eprintln!("vip-agent: warning: {w}");
+        }
         return ExitCode::SUCCESS;
     }
+    if let Some(w) = &scripts.warning {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(user = %scripts.name, "scripts run as");
+    vip_agent::scripts::set_identity(&scripts);
 
     // Missing capabilities are named here, not met as EPERM later.
     match vip_agent::caps::effective() {

@@ -2,123 +2,27 @@
 //! run with `/bin/sh -c`, exit status 0 a pass, in a process group of its
 //! own that a timeout kills whole.
 
-use std::{
-    io,
-    net::SocketAddr,
-    os::unix::process::ExitStatusExt as _,
-    process::{ExitStatus, Stdio},
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, time::Duration};
+
+pub use crate::scripts::ExecResult;
 
 /// The shell that runs `exec` commands: keepalived runs a script path with
 /// arguments, and `sh -c` runs that as well as a one-line pipeline.
 const SHELL: &str = "/bin/sh";
 
-/// The outcome of one `exec` run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecResult {
-    /// Exit status 0.
-    pub ok: bool,
-    /// Why, for logs and events: `exit 0`, `exit status 1`,
-    /// `killed by signal 9`, `timed out after 300ms`, `cannot run …`.
-    pub reason: String,
-    /// From spawn to reaped.
-    pub took: Duration,
-}
-
-/// Runs `command` with `/bin/sh -c`, stdin, stdout and stderr on
-/// `/dev/null`; exit status 0 is a pass.
-///
-/// The command runs in a process group of its own. When it outlives
-/// `timeout`, or when the future is dropped (a check task aborted), the
-/// whole group is killed with `SIGKILL`, so a script's own children go too;
-/// the direct child is always reaped, never left a zombie. Never fails: a
-/// command that cannot be started is a failed check with the cause in
-/// `reason`.
+/// Runs `command` with `/bin/sh -c` as a script (`crate::scripts`: the
+/// script user, no capabilities, its own process group, killed whole on a
+/// timeout or when the future is dropped); exit status 0 is a pass. Never
+/// fails: a command that cannot be started is a failed check with the
+/// cause in `reason`.
 pub async fn run_exec(command: &str, timeout: Duration) -> ExecResult {
     run_in(SHELL, command, timeout).await
 }
 
 async fn run_in(shell: &str, command: &str, timeout: Duration) -> ExecResult {
-    let start = Instant::now();
-    let result = |ok: bool, reason: String| ExecResult {
-        ok,
-        reason,
-        took: start.elapsed(),
-    };
-    let mut cmd = tokio::process::Command::new(shell);
-    crate::caps::without_privileges(&mut cmd);
-    let spawned = cmd
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        // Should the future be dropped, tokio kills and reaps the child.
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => return result(false, format!("cannot run {shell}: {e}")),
-    };
-    // Declared after `child`, so it is dropped first: on an abort the group
-    // dies, then tokio's kill-on-drop reaps the leader.
-    let mut group = GroupKiller(child.id().and_then(|p| libc::pid_t::try_from(p).ok()));
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) => {
-            // The leader is reaped: its id may be reused, so never signal it.
-            group.0 = None;
-            result(status.success(), describe(status))
-        }
-        Ok(Err(e)) => {
-            group.kill();
-            result(false, format!("cannot wait for the command: {e}"))
-        }
-        Err(_) => {
-            group.kill();
-            let reason = format!("timed out after {}", humantime::format_duration(timeout));
-            if let Err(e) = child.wait().await {
-                return result(false, format!("{reason}; cannot reap it: {e}"));
-            }
-            result(false, reason)
-        }
-    }
-}
-
-/// Kills a process group with `SIGKILL` when told to or when dropped.
-struct GroupKiller(Option<libc::pid_t>);
-
-impl GroupKiller {
-    fn kill(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            // SAFETY: kill(2) takes plain integers and touches no memory of
-            // ours. The group leader is our unreaped child, so the id still
-            // names its group.
-            let rc = unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            if rc != 0 {
-                let e = io::Error::last_os_error();
-                tracing::debug!(pgid, error = %e, "cannot kill a check's process group");
-            }
-        }
-    }
-}
-
-impl Drop for GroupKiller {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(0), _) => "exit 0".to_owned(),
-        (Some(126), _) => "exit status 126 (command not executable)".to_owned(),
-        (Some(127), _) => "exit status 127 (command not found)".to_owned(),
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
-        (None, None) => format!("ended with {status}"),
-    }
+    let mut cmd = crate::scripts::command(shell);
+    cmd.arg("-c").arg(command);
+    crate::scripts::run(cmd, timeout).await
 }
 
 /// Runs a service check's `command` for the backend `addr`, with
@@ -136,6 +40,8 @@ pub async fn run_for_backend(command: &str, addr: SocketAddr, timeout: Duration)
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     /// `(state, ppid)` of a process, from `/proc/<pid>/stat`.

@@ -23,6 +23,7 @@ pub use crate::check::{CheckKind, Probe, Schedule};
 pub use crate::vrrp::machine::Election;
 pub use vip_common::Proto;
 
+mod host;
 mod limits;
 mod spans;
 mod types;
@@ -45,11 +46,14 @@ pub use self::{
 };
 
 impl Config {
-    /// Reads and parses the file at `path`.
+    /// Reads and parses the file at `path`, then checks it against this
+    /// machine for the running process: the script user exists and may be
+    /// switched to, and (with `script_security`) its scripts are safe.
+    /// Returns the configuration and who its scripts run as.
     ///
     /// Fails with a [`ConfigError`] naming `path` when the file cannot be read
-    /// or is not a valid configuration.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    /// or is not a valid configuration for this machine.
+    pub fn load(path: &Path) -> Result<(Config, crate::scripts::Identity), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_owned(),
             line: None,
@@ -58,7 +62,13 @@ impl Config {
                 "cannot read the configuration: {e}; check the path and its permissions"
             ),
         })?;
-        Self::parse(&text, path)
+        let cfg = Self::parse(&text, path)?;
+        let identity = host::check(
+            &cfg,
+            &Source { text: &text, path },
+            crate::scripts::user::Agent::this(),
+        )?;
+        Ok((cfg, identity))
     }
 
     /// Parses configuration text; `path` only appears in error messages.
@@ -1143,6 +1153,6 @@ backends = [
         std::fs::write(&path, EXAMPLE).unwrap();
         let c = Config::load(&path);
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(c.unwrap().services[0].backends.len(), 3);
+        assert_eq!(c.unwrap().0.services[0].backends.len(), 3);
     }
 }

@@ -75,3 +75,21 @@ pub(super) fn quoted_name<'m>(message: &'m str, prefix: &str) -> Option<&'m str>
     let rest = message.strip_prefix(prefix)?.strip_prefix('`')?;
     rest.split_once('`').map(|(name, _)| name)
 }
+
+/// The span of the value at dotted `key` (`vrrp[0].notify`,
+/// `service[2].check.command`), the inverse of [`key_at`].
+pub(super) fn value_span(text: &str, key: &str) -> Option<Range<usize>> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut item: &toml_edit::Item = doc.as_item();
+    for part in key.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((n, i)) => (n, Some(i.strip_suffix(']')?.parse::<usize>().ok()?)),
+            None => (part, None),
+        };
+        item = item.get(name)?;
+        if let Some(i) = index {
+            item = item.get(i)?;
+        }
+    }
+    item.span()
+}

@@ -47,6 +47,59 @@ pub struct Node {
     /// How old the agent's heartbeat may get before XDP stops acting on
     /// packets (key `dead_time`); `None` lets the agent derive it.
     pub dead_time: Option<Duration>,
+    /// Who exec checks and notify scripts run as (key `script_user`,
+    /// `"user"` or `"user:group"`); `None`: the agent's own user, or for a
+    /// root agent `vip-script` when that user exists.
+    pub script_user: Option<ScriptUser>,
+    /// Refuse scripts that anyone but root or the agent's user may rewrite
+    /// (key `script_security`, default true; keepalived's
+    /// `enable_script_security`).
+    pub script_security: bool,
+}
+
+/// `[node] script_user`: a user, by name or number, and optionally a group
+/// instead of the user's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptUser {
+    pub user: String,
+    pub group: Option<String>,
+}
+
+impl ScriptUser {
+    /// `"user"` or `"user:group"`, each a name (as `useradd` takes them) or a
+    /// number. Whether they exist on this machine is checked at load
+    /// (`config::host`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        const MAX: usize = 32;
+        let name_ok = |n: &str| {
+            (1..=MAX).contains(&n.len())
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+                && !n.starts_with('-')
+        };
+        let (user, group) = match text.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (text, None),
+        };
+        if !name_ok(user) || group.is_some_and(|g| !name_ok(g)) {
+            return Err(format!(
+                "{text:?} is not a user: write \"name\" or \"name:group\", each 1 to {MAX} letters, digits, '_', '-' or '.', or a number"
+            ));
+        }
+        Ok(Self {
+            user: user.to_owned(),
+            group: group.map(str::to_owned),
+        })
+    }
+}
+
+impl std::fmt::Display for ScriptUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.group {
+            Some(g) => write!(f, "{}:{g}", self.user),
+            None => f.write_str(&self.user),
+        }
+    }
 }
 
 /// `[node] xdp_mode`.

@@ -159,6 +159,12 @@ impl Writer<'_> {
         if let Some(d) = n.dead_time {
             t.insert("dead_time", item(fmt_duration(d)));
         }
+        if let Some(u) = &n.script_user {
+            t.insert("script_user", item(u.to_string()));
+        }
+        if !n.script_security {
+            t.insert("script_security", item(false));
+        }
         self.comment_keys(&mut t, "node");
         t
     }
@@ -364,6 +370,8 @@ control_socket = "/run/lb1.sock"
 metrics = "127.0.0.1:9650"
 xdp_mode = "generic"
 dead_time = "750ms"
+script_user = "vip-script:vip"
+script_security = false
 
 [[check]]
 name = "broker"

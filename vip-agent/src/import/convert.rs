@@ -12,6 +12,8 @@ impl Converter {
             notes,
             said: HashSet::new(),
             router_id: None,
+            script_user: None,
+            script_security: None,
             version: None,
             garp: Garp::default(),
             scripts: Vec::new(),
@@ -186,6 +188,19 @@ impl Converter {
         }
     }
 
+    /// `script_user USER [GROUP]` becomes `script_user = "USER[:GROUP]"`.
+    fn script_user(&mut self, d: &Stmt) {
+        let Some(user) = self.value(d) else { return };
+        let text = match d.arg(1) {
+            Some(group) => format!("{user}:{group}"),
+            None => user,
+        };
+        match crate::config::ScriptUser::parse(&text) {
+            Ok(u) => self.script_user = Some((u, d.at)),
+            Err(e) => self.ignored(d, &e),
+        }
+    }
+
     pub(in crate::import) fn global_defs(&mut self, s: &Stmt) {
         for d in s.block() {
             match d.key() {
@@ -214,10 +229,8 @@ impl Converter {
                     d,
                     "vip sends no e-mail; a [[vrrp]] notify script can alert on state changes",
                 ),
-                "enable_script_security" | "script_user" => self.ignored(
-                    d,
-                    "vip runs check and notify scripts as the agent's own user; keep them owned by root",
-                ),
+                "enable_script_security" => self.script_security = Some(d.at),
+                "script_user" => self.script_user(d),
                 "max_auto_priority" | "vrrp_priority" | "checker_priority" | "bfd_priority"
                 | "vrrp_rt_priority" | "checker_rt_priority" | "bfd_rt_priority"
                 | "vrrp_no_swap" | "checker_no_swap" | "bfd_no_swap" | "vrrp_cpu_affinity"

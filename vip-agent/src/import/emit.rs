@@ -65,6 +65,7 @@ impl Converter {
         }
         let mut services = self.services_out();
         self.local_vips(&vrrp, &services);
+        self.script_security_note(!tracked.is_empty(), &vrrp, &services);
 
         // What `vip-agent --check` refuses in this build is written as a
         // comment, with a note, rather than making the whole file unusable.
@@ -221,6 +222,31 @@ impl Converter {
         (name, Some(at))
     }
 
+    /// keepalived checks scripts only with `enable_script_security`; vip
+    /// always does (`script_security`, default true).
+    fn script_security_note(&mut self, checks: bool, vrrp: &[VrrpOut], services: &[ServiceOut]) {
+        let scripts = checks
+            || vrrp.iter().any(|v| v.vrrp.notify.is_some())
+            || services.iter().any(|s| {
+                s.service
+                    .check
+                    .as_ref()
+                    .is_some_and(|c| matches!(c.probe, crate::config::Probe::Exec { .. }))
+            });
+        // With enable_script_security it maps to the default exactly.
+        if !scripts || self.script_security.is_some() {
+            return;
+        }
+        self.notes.push(RawNote {
+            at: None,
+            keyword: "enable_script_security".to_owned(),
+            message: "note: keepalived.conf does not set it, so keepalived runs any script; vip refuses a script \
+                      that anyone but root or the agent's user may change (script_security = true, the default): \
+                      `vip-agent --check` names such a script, and [node] script_security = false turns the check off"
+                .to_owned(),
+        });
+    }
+
     /// keepalived adds the VIPs to the interface; vip answers ARP for them
     /// from XDP and forwards [[service]] traffic, adding no address.
     pub(in crate::import) fn local_vips(&mut self, vrrp: &[VrrpOut], services: &[ServiceOut]) {
@@ -263,6 +289,12 @@ impl Converter {
         }
         if let Some(at) = name.1 {
             comments.beside("node.name", format!("{} (router_id)", self.loc(at)));
+        }
+        if let Some((_, at)) = &self.script_user {
+            comments.beside(
+                "node.script_user",
+                format!("{} (script_user)", self.loc(*at)),
+            );
         }
         for (i, c) in checks.iter().enumerate() {
             let s = c.script;
@@ -318,6 +350,8 @@ impl Converter {
             metrics: None,
             xdp_mode: XdpMode::default(),
             dead_time: None,
+            script_user: self.script_user.as_ref().map(|(u, _)| u.clone()),
+            script_security: true,
         };
         let config = Config {
             node,

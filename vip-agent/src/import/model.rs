@@ -232,6 +232,10 @@ pub(in crate::import) struct Converter {
     /// Notes given once per import.
     pub(in crate::import) said: HashSet<&'static str>,
     pub(in crate::import) router_id: Option<(String, Loc)>,
+    /// `script_user`, as vip writes it.
+    pub(in crate::import) script_user: Option<(crate::config::ScriptUser, Loc)>,
+    /// Where `enable_script_security` is set.
+    pub(in crate::import) script_security: Option<Loc>,
     pub(in crate::import) version: Option<u8>,
     pub(in crate::import) garp: Garp,
     pub(in crate::import) scripts: Vec<Script>,

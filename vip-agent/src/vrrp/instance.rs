@@ -5,7 +5,6 @@
 use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -56,7 +55,12 @@ pub struct Instance {
     refresh_at: Option<Instant>,
     /// Link up and no weight-0 tracked check failing.
     operational: bool,
+    /// The notify calls, one at a time and in order.
+    notify: crate::scripts::Serial,
 }
+
+/// How long one notify call may run before its process group is killed.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn version(v: u8) -> Version {
     if v == 2 { Version::V2 } else { Version::V3 }
@@ -115,6 +119,7 @@ impl Instance {
             last_drop_log: None,
             refresh_at: None,
             operational: true,
+            notify: crate::scripts::Serial::new(NOTIFY_TIMEOUT),
         }
     }
 
@@ -341,7 +346,7 @@ impl Instance {
         });
     }
 
-    fn notify(&self, state: State) {
+    fn notify(&mut self, state: State) {
         let Some(script) = self.cfg.notify.clone() else {
             return;
         };
@@ -351,31 +356,11 @@ impl Instance {
             State::Fault => "fault",
             State::Initialize => return,
         };
-        spawn_notify(script, word, self.cfg.name.clone());
+        let mut cmd = crate::scripts::command(&script);
+        cmd.arg(word).arg(&self.cfg.name);
+        let what = format!("{} {word} {}", script.display(), self.cfg.name);
+        self.notify.push(cmd, what);
     }
-}
-
-/// Runs `script <state> <instance>` in the background and reaps it.
-fn spawn_notify(script: PathBuf, state: &'static str, instance: String) {
-    tokio::spawn(async move {
-        let mut cmd = tokio::process::Command::new(&script);
-        crate::caps::without_privileges(&mut cmd);
-        match cmd
-            .arg(state)
-            .arg(&instance)
-            .kill_on_drop(false)
-            .status()
-            .await
-        {
-            Ok(st) if st.success() => {}
-            Ok(st) => {
-                tracing::warn!(script = %script.display(), state, instance, status = %st, "notify script failed");
-            }
-            Err(e) => {
-                tracing::warn!(script = %script.display(), error = %e, "cannot run the notify script");
-            }
-        }
-    });
 }
 
 /// Every VRRP instance of the node, the shared VRRP socket and the GARP socket.

@@ -22,8 +22,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{
-    Addr, Config, ConfigError, DEFAULT_BPFFS, Dur, Int, MAX_IFNAME, MAX_NODE_NAME, Node, XdpMode,
-    join, key_at, limit, quoted_name,
+    Addr, Config, ConfigError, DEFAULT_BPFFS, Dur, Int, MAX_IFNAME, MAX_NODE_NAME, Node,
+    ScriptUser, XdpMode, join, key_at, limit, quoted_name,
 };
 
 /// The file as serde reads it: raw mirrors of the public types, unknown
@@ -52,6 +52,8 @@ pub(in crate::config) struct RawNode {
     pub(in crate::config) metrics: Option<Addr>,
     pub(in crate::config) xdp_mode: Option<XdpMode>,
     pub(in crate::config) dead_time: Option<Spanned<Dur>>,
+    pub(in crate::config) script_user: Option<Spanned<String>>,
+    pub(in crate::config) script_security: Option<bool>,
 }
 
 /// The text being parsed, for turning byte offsets into errors.
@@ -68,7 +70,7 @@ impl Source<'_> {
         self.text.as_bytes()[..end].split(|&b| b == b'\n').count()
     }
 
-    fn error(&self, at: usize, key: &str, message: String) -> ConfigError {
+    pub(in crate::config) fn error(&self, at: usize, key: &str, message: String) -> ConfigError {
         ConfigError {
             path: self.path.to_owned(),
             line: Some(self.line(at)),
@@ -346,6 +348,14 @@ impl Source<'_> {
             d => d.map(|d| d.into_inner().0),
         };
 
+        let script_user = match raw.script_user {
+            None => None,
+            Some(s) => Some(
+                ScriptUser::parse(s.get_ref())
+                    .map_err(|m| self.error(s.span().start, "node.script_user", m))?,
+            ),
+        };
+
         Ok(Node {
             interface,
             name,
@@ -354,6 +364,8 @@ impl Source<'_> {
             metrics: raw.metrics.map(|a| a.0),
             xdp_mode: raw.xdp_mode.unwrap_or_default(),
             dead_time,
+            script_user,
+            script_security: raw.script_security.unwrap_or(true),
         })
     }
 }
