@@ -108,9 +108,11 @@ fn with_recorder(mut cfg: Config, script: &Path) -> Config {
 /// The `name value` lines a recorder run wrote, waited for.
 fn record(dir: &Path, name: &str) -> Vec<(String, String)> {
     let path = dir.join("out").join(format!("{name}.rec"));
-    let text = wait_for(&format!("{}", path.display()), Duration::from_secs(10), || {
-        std::fs::read_to_string(&path).ok()
-    });
+    let text = wait_for(
+        &format!("{}", path.display()),
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&path).ok(),
+    );
     text.lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))

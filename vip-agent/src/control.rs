@@ -161,6 +161,13 @@ pub struct InstanceStatus {
     pub since_s: f64,
     pub transitions: u64,
     pub adverts_sent: u64,
+    /// As master: the longest time between two adverts it sent.
+    #[serde(default)]
+    pub longest_advert_gap_ms: f64,
+    /// As backup: the longest time between two adverts it took from the
+    /// master.
+    #[serde(default)]
+    pub longest_heard_gap_ms: f64,
     pub adverts_received: u64,
     /// Dropped adverts by reason (`ttl`, `checksum`, `vrid`, ...).
     pub adverts_dropped: BTreeMap<String, u64>,

@@ -20,6 +20,7 @@ pub mod maglev;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod pacer;
 pub mod scripts;
 pub mod store;
 pub mod vrrp;

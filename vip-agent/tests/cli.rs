@@ -144,14 +144,20 @@ fn check_refuses_a_script_others_may_change_naming_key_and_line() {
     let p = write("scripts-check.toml", &with_scripts(&open, &safe, ""));
     let (code, _, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("scripts-check.toml:8: check[0].command: "), "{err}");
+    assert!(
+        err.contains("scripts-check.toml:8: check[0].command: "),
+        "{err}"
+    );
     assert!(err.contains("open.sh is writable by everyone"), "{err}");
 
     // The notify script: line 15.
     let p = write("scripts-notify.toml", &with_scripts(&safe, &open, ""));
     let (code, _, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("scripts-notify.toml:15: vrrp[0].notify: "), "{err}");
+    assert!(
+        err.contains("scripts-notify.toml:15: vrrp[0].notify: "),
+        "{err}"
+    );
 
     // Turned off, as keepalived without enable_script_security.
     let p = write(
@@ -182,5 +188,8 @@ fn check_refuses_a_script_user_this_machine_lacks() {
     );
     let (code, _, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains(":4: node.script_user: \"a:b:c\" is not a user"), "{err}");
+    assert!(
+        err.contains(":4: node.script_user: \"a:b:c\" is not a user"),
+        "{err}"
+    );
 }

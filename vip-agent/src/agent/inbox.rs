@@ -39,8 +39,6 @@ pub enum Event {
     /// VRRP's next timer is due (posted by the loop itself, which knows
     /// the deadline).
     VrrpTimeout,
-    /// Time to stamp the heartbeat (posted by the loop itself).
-    Heartbeat,
     /// The interface's carrier went up (`true`) or down.
     Link(bool),
     /// A `[[check]]` changed state. `epoch` is the check generation that

@@ -145,6 +145,7 @@ pub async fn resolve_backends(
 fn open_vrrp(
     config: &Config,
     iface: &Iface,
+    pacer: &std::sync::Arc<crate::pacer::Pacer>,
 ) -> Result<Option<crate::vrrp::instance::Runtime>, AgentError> {
     if config.vrrp.is_empty() {
         return Ok(None);
@@ -160,6 +161,7 @@ fn open_vrrp(
         iface.index,
         iface.mac,
         primary,
+        pacer,
         Instant::now(),
     )
     .map(Some)
@@ -216,6 +218,8 @@ pub struct Agent {
     reloads: u64,
     rebuilds: u64,
     last_rebuild_us: u64,
+    /// Sends master adverts and stamps the heartbeat on its own thread.
+    pacer: std::sync::Arc<crate::pacer::Pacer>,
 }
 
 /// The VIP-table state VRRP wants now (none without VRRP).
@@ -245,7 +249,15 @@ impl Agent {
         };
         ids.assign(&config)?;
         let macs = resolve_backends(&net, &config, &iface, &all, &BTreeMap::new(), true).await?;
-        let mut vrrp = open_vrrp(&config, &iface)?;
+        let pacer =
+            std::sync::Arc::new(
+                crate::pacer::Pacer::start().map_err(|source| AgentError::Io {
+                    what: "cannot start the pacer thread".into(),
+                    path: PathBuf::new(),
+                    source,
+                })?,
+            );
+        let mut vrrp = open_vrrp(&config, &iface, &pacer)?;
         let steering = Steering::default();
         let plan = plan(
             &config,
@@ -256,8 +268,11 @@ impl Agent {
             &vrrp_vips(vrrp.as_ref()),
             &steering,
         );
-        // Stamp before attaching so the first packets are served.
-        dp.stamp(dead_time(&config))?;
+        // Stamp before attaching so the first packets are served; the pacer
+        // stamps from then on.
+        let dead = dead_time(&config);
+        dp.stamp(dead)?;
+        pacer.set_heartbeat(Box::new(dp.stamper(dead)?), stamp_period(dead));
         let applied = apply(&mut dp, None, &plan)?;
         let mode = dp.attach(&iface.name, config.node.xdp_mode)?;
         tracing::info!(
@@ -303,6 +318,7 @@ impl Agent {
             reloads: 0,
             rebuilds: applied.switched,
             last_rebuild_us: applied.last_us,
+            pacer,
         })
     }
 
@@ -363,7 +379,7 @@ impl Agent {
                     "[[vrrp]] changed: only the changed instances restarted"
                 );
             } else {
-                let mut v = open_vrrp(&config, &self.iface)?;
+                let mut v = open_vrrp(&config, &self.iface, &self.pacer)?;
                 if let Some(v) = v.as_mut() {
                     v.startup(Instant::now(), &mut self.dp);
                     tracing::info!("[[vrrp]] added: VRRP started");

@@ -33,13 +33,6 @@ struct Running {
 /// The control socket and the metrics endpoint, open while they live.
 type Servers = (crate::control::Server, Option<tokio::task::JoinHandle<()>>);
 
-/// The heartbeat for a dead time: a stamp every [`stamp_period`].
-fn heartbeat(dead: Duration) -> tokio::time::Interval {
-    let mut beat = tokio::time::interval(stamp_period(dead));
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    beat
-}
-
 /// Waits until `t`, or forever.
 async fn until(t: Option<Instant>) {
     match t {
@@ -62,7 +55,6 @@ impl Agent {
         let mut checks = self.start_checks(&mut inbox)?;
         let mut vrrp_watched = false;
         let mut dead = dead_time(&self.config);
-        let mut beat = heartbeat(dead);
         // Positive weights count from the start (checks start up).
         self.reevaluate();
         loop {
@@ -77,7 +69,8 @@ impl Agent {
             if dead_time(&self.config) != dead {
                 dead = dead_time(&self.config);
                 self.dp.stamp(dead)?;
-                beat = heartbeat(dead);
+                self.pacer
+                    .set_heartbeat(Box::new(self.dp.stamper(dead)?), stamp_period(dead));
                 tracing::info!(dead_ms = dead.as_millis(), "heartbeat dead time changed");
             }
             if checks.epoch != self.checks_epoch {
@@ -90,12 +83,12 @@ impl Agent {
                 .vrrp
                 .as_ref()
                 .and_then(crate::vrrp::instance::Runtime::poll_timeout);
+            self.pacer.alive();
             let event = tokio::select! {
                 event = inbox.recv() => event.unwrap_or(Event::Stop),
                 () = until(next) => Event::VrrpTimeout,
-                _ = beat.tick() => Event::Heartbeat,
             };
-            if self.on(event, checks.epoch, dead).await? == Flow::Stop {
+            if self.on(event, checks.epoch).await? == Flow::Stop {
                 break;
             }
         }
@@ -111,7 +104,7 @@ impl Agent {
 
     /// Handles one event. Check and backend events of an older check
     /// generation than `epoch` are stale and ignored.
-    async fn on(&mut self, event: Event, epoch: u64, dead: Duration) -> Result<Flow, AgentError> {
+    async fn on(&mut self, event: Event, epoch: u64) -> Result<Flow, AgentError> {
         match event {
             Event::Vrrp(Ok(pkt)) => {
                 if let Some(v) = self.vrrp.as_mut() {
@@ -124,7 +117,6 @@ impl Agent {
                     v.timeout(Instant::now(), &mut self.dp);
                 }
             }
-            Event::Heartbeat => self.dp.stamp(dead)?,
             Event::Link(up) => {
                 tracing::info!(iface = %self.iface.name, up, "link state changed");
                 self.link_up = up;

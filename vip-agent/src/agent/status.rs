@@ -18,7 +18,9 @@ fn instance_status(i: &crate::vrrp::instance::Instance) -> crate::control::Insta
         vips: i.cfg.vips.clone(),
         since_s: i.since.elapsed().as_secs_f64(),
         transitions: i.transitions,
-        adverts_sent: i.sent,
+        adverts_sent: i.sent().adverts,
+        longest_advert_gap_ms: i.sent().longest_gap.as_secs_f64() * 1e3,
+        longest_heard_gap_ms: i.longest_heard_gap.as_secs_f64() * 1e3,
         adverts_received: i.received,
         adverts_dropped: i
             .dropped

@@ -221,6 +221,28 @@ impl Maps {
         self.stamp_at(monotonic_ns(), dead_after)
     }
 
+    /// A second handle on the heartbeat map that stamps it with
+    /// `dead_after`, for the pacer's thread (`crate::pacer`).
+    pub fn stamper(&self, dead_after: Duration) -> Result<Stamper, DataplaneError> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::AsFd as _;
+        let fd = self
+            .heartbeat
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| DataplaneError::Io {
+                what: "cannot duplicate the heartbeat map's descriptor",
+                path: PathBuf::from(maps::HEARTBEAT),
+                source,
+            })?;
+        let map = MapData::from_fd(fd)
+            .and_then(|m| Array::try_from(Map::Array(m)))
+            .map_err(map_error(maps::HEARTBEAT))?;
+        Ok(Stamper { map, dead_after })
+    }
+
     /// Stamps the heartbeat with an explicit time (tests use 0 or the past).
     pub fn stamp_at(&mut self, now_ns: u64, dead_after: Duration) -> Result<(), DataplaneError> {
         let hb = Heartbeat {
@@ -390,3 +412,19 @@ pub(super) fn lookup_raw(
 /// `enum bpf_cmd` values from `linux/bpf.h`.
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
+
+/// Stamps the heartbeat from another thread than the maps' owner.
+pub struct Stamper {
+    map: Array<MapData, Heartbeat>,
+    dead_after: Duration,
+}
+
+impl crate::pacer::Beat for Stamper {
+    fn stamp(&mut self) -> Result<(), String> {
+        let hb = Heartbeat {
+            stamp_ns: monotonic_ns(),
+            dead_after_ns: u64::try_from(self.dead_after.as_nanos()).unwrap_or(u64::MAX),
+        };
+        self.map.set(0, hb, 0).map_err(|e| crate::error_chain(&e))
+    }
+}

@@ -214,15 +214,24 @@ mod tests {
         // The first hangs past its timeout; the second is slow; neither may
         // overlap the next.
         serial.push(
-            shell(&format!("echo start-a >> {0}; sleep 5; echo end-a >> {0}", log.display())),
+            shell(&format!(
+                "echo start-a >> {0}; sleep 5; echo end-a >> {0}",
+                log.display()
+            )),
             "a".into(),
         );
         serial.push(
-            shell(&format!("echo start-b >> {0}; sleep 0.1; echo end-b >> {0}", log.display())),
+            shell(&format!(
+                "echo start-b >> {0}; sleep 0.1; echo end-b >> {0}",
+                log.display()
+            )),
             "b".into(),
         );
         serial.push(
-            shell(&format!("echo start-c >> {0}; echo end-c >> {0}", log.display())),
+            shell(&format!(
+                "echo start-c >> {0}; echo end-c >> {0}",
+                log.display()
+            )),
             "c".into(),
         );
         let want = "start-a\nstart-b\nend-b\nstart-c\nend-c\n";

@@ -20,7 +20,7 @@ use super::{
     sync::Groups,
     transport::{GarpSocket, Received, VRRP_GROUP, VrrpSocket},
 };
-use crate::{config, store::MapStore};
+use crate::{config, pacer::Pacer, store::MapStore};
 
 /// The name `track_services` goes by among an instance's tracked items (a
 /// NUL cannot be in a check name a user writes).
@@ -57,6 +57,12 @@ pub struct Instance {
     operational: bool,
     /// The notify calls, one at a time and in order.
     notify: crate::scripts::Serial,
+    /// Sends this instance's adverts while it is master.
+    pacer: Arc<Pacer>,
+    /// As backup: when the master's last advert was taken, and the longest
+    /// time between two.
+    heard: Option<Instant>,
+    pub longest_heard_gap: Duration,
 }
 
 /// How long one notify call may run before its process group is killed.
@@ -94,7 +100,13 @@ impl AsMut<Machine> for Instance {
 
 impl Instance {
     #[must_use]
-    pub fn new(cfg: config::Vrrp, iface_mac: [u8; 6], primary: Ipv4Addr, now: Instant) -> Self {
+    pub fn new(
+        cfg: config::Vrrp,
+        iface_mac: [u8; 6],
+        primary: Ipv4Addr,
+        pacer: Arc<Pacer>,
+        now: Instant,
+    ) -> Self {
         let machine = Machine::new(Params {
             election: cfg.election.clone(),
             primary,
@@ -120,7 +132,19 @@ impl Instance {
             refresh_at: None,
             operational: true,
             notify: crate::scripts::Serial::new(NOTIFY_TIMEOUT),
+            pacer,
+            heard: None,
+            longest_heard_gap: Duration::ZERO,
         }
+    }
+
+    /// What the pacer has sent for this instance, and the priority-0
+    /// adverts the loop sent itself.
+    #[must_use]
+    pub fn sent(&self) -> crate::pacer::Sent {
+        let mut sent = self.pacer.sent(&self.cfg.name);
+        sent.adverts += self.sent;
+        sent
     }
 
     /// `Master_Down_Interval` with our own interval and priority: the time a
@@ -153,6 +177,14 @@ impl Instance {
         match checked {
             Ok(adv) => {
                 self.received += 1;
+                if self.machine.state() == State::Backup && adv.priority > 0 {
+                    if let Some(t) = self.heard {
+                        self.longest_heard_gap = self.longest_heard_gap.max(now.duration_since(t));
+                    }
+                    self.heard = Some(now);
+                } else {
+                    self.heard = None;
+                }
                 self.machine.handle_advert(
                     now,
                     Incoming {
@@ -231,13 +263,8 @@ impl Instance {
     /// Carries out every pending action. VIP-table writes happen here, in the
     /// same step as the advert; GARP bursts and notify hooks run as tasks and
     /// never block the machine.
-    pub fn drain_actions(
-        &mut self,
-        sock: &VrrpSocket,
-        garp: &Arc<GarpSocket>,
-        dp: &mut dyn MapStore,
-    ) {
-        self.drain_actions_deferring(sock, garp, dp, false);
+    pub fn drain_actions(&mut self, garp: &Arc<GarpSocket>, dp: &mut dyn MapStore) {
+        self.drain_actions_deferring(garp, dp, false);
     }
 
     /// As [`Instance::drain_actions`]; with `defer_withdraw`, a `BecomeBackup`
@@ -245,12 +272,17 @@ impl Instance {
     /// later (graceful shutdown: make before break).
     fn drain_actions_deferring(
         &mut self,
-        sock: &VrrpSocket,
         garp: &Arc<GarpSocket>,
         dp: &mut dyn MapStore,
         defer_withdraw: bool,
     ) -> bool {
         let mut deferred = false;
+        // The pacer sends while the machine is master, and nothing of ours
+        // goes out after it is not (a priority-0 advert below least of all).
+        let master = self.machine.state() == State::Master;
+        if !master {
+            self.pacer.silence(&self.cfg.name);
+        }
         while let Some(action) = self.machine.poll_action() {
             match action {
                 Action::SendAdvert { priority } => {
@@ -259,12 +291,26 @@ impl Instance {
                     } else {
                         self.cfg.unicast_peers.clone()
                     };
-                    for dst in dsts {
-                        let sent = self
-                            .advert(priority, dst)
-                            .map_err(std::io::Error::other)
-                            .and_then(|bytes| sock.send(&bytes, dst));
-                        match sent {
+                    let packets: Vec<(Ipv4Addr, Vec<u8>)> = dsts
+                        .into_iter()
+                        .filter_map(|dst| match self.advert(priority, dst) {
+                            Ok(bytes) => Some((dst, bytes)),
+                            Err(e) => {
+                                tracing::error!(instance = %self.cfg.name, %dst, error = %e, "cannot build a VRRP advert");
+                                None
+                            }
+                        })
+                        .collect();
+                    if master && priority > 0 {
+                        self.pacer.advertise(
+                            &self.cfg.name,
+                            packets,
+                            self.cfg.election.advert_interval,
+                        );
+                        continue;
+                    }
+                    for (dst, bytes) in packets {
+                        match self.pacer.send_now(&bytes, dst) {
                             Ok(()) => self.sent += 1,
                             Err(e) => {
                                 tracing::warn!(instance = %self.cfg.name, %dst, error = %e, "cannot send VRRP advert");
@@ -280,21 +326,18 @@ impl Instance {
                 Action::Notify(state) => self.notify(state),
             }
         }
+        if self.machine.state() != State::Master {
+            self.pacer.silence(&self.cfg.name);
+        }
         deferred
     }
 
     /// Stops this instance as on shutdown: a master sends priority 0; the
     /// VIPs are withdrawn at once.
-    fn stop(
-        &mut self,
-        now: Instant,
-        sock: &VrrpSocket,
-        garp: &Arc<GarpSocket>,
-        dp: &mut dyn MapStore,
-    ) {
+    fn stop(&mut self, now: Instant, garp: &Arc<GarpSocket>, dp: &mut dyn MapStore) {
         let was_master = self.machine.state() == State::Master;
         self.machine.handle_shutdown(now);
-        self.drain_actions(sock, garp, dp);
+        self.drain_actions(garp, dp);
         if was_master {
             self.set_vips(dp, false, "stopped");
         }
@@ -373,6 +416,7 @@ pub struct Runtime {
     pub unknown_vrid: u64,
     iface_mac: [u8; 6],
     primary: Ipv4Addr,
+    pacer: Arc<Pacer>,
 }
 
 impl Runtime {
@@ -384,23 +428,27 @@ impl Runtime {
         ifindex: u32,
         mac: [u8; 6],
         primary: Ipv4Addr,
+        pacer: &Arc<Pacer>,
         now: Instant,
     ) -> std::io::Result<Self> {
         // Joined even when every instance is unicast, so that a reload may
         // add a multicast one (the receive checks drop multicast adverts for
         // a unicast instance: their source is not one of its peers).
         let multicast = true;
+        let sock = Arc::new(VrrpSocket::open(iface, ifindex, primary, multicast)?);
+        pacer.set_wire(Arc::clone(&sock) as Arc<dyn crate::pacer::Wire>);
         Ok(Self {
-            sock: Arc::new(VrrpSocket::open(iface, ifindex, primary, multicast)?),
+            sock,
             garp: Arc::new(GarpSocket::open(ifindex)?),
             instances: vrrp
                 .iter()
-                .map(|c| Instance::new(c.clone(), mac, primary, now))
+                .map(|c| Instance::new(c.clone(), mac, primary, Arc::clone(pacer), now))
                 .collect(),
             groups: Groups::new(vrrp.iter().map(|v| v.sync_group.as_deref())),
             unknown_vrid: 0,
             iface_mac: mac,
             primary,
+            pacer: Arc::clone(pacer),
         })
     }
 
@@ -437,7 +485,7 @@ impl Runtime {
 
     fn drain(&mut self, dp: &mut dyn MapStore) {
         for i in &mut self.instances {
-            i.drain_actions(&self.sock, &self.garp, dp);
+            i.drain_actions(&self.garp, dp);
         }
     }
 
@@ -479,19 +527,25 @@ impl Runtime {
             }
             if changes.restarted.contains(&cfg.name) {
                 let mut gone = take(&mut old, &cfg.name);
-                gone.stop(now, &self.sock, &self.garp, dp);
+                gone.stop(now, &self.garp, dp);
                 tracing::info!(instance = %cfg.name, "instance changed: restarting it");
             } else {
                 tracing::info!(instance = %cfg.name, "instance added");
             }
-            let mut fresh = Instance::new(cfg.clone(), self.iface_mac, self.primary, now);
+            let mut fresh = Instance::new(
+                cfg.clone(),
+                self.iface_mac,
+                self.primary,
+                Arc::clone(&self.pacer),
+                now,
+            );
             fresh.machine.handle_startup(now);
             next.push(fresh);
         }
         let stopped = old.len();
         for mut gone in old {
             tracing::info!(instance = %gone.cfg.name, "instance removed");
-            gone.stop(now, &self.sock, &self.garp, dp);
+            gone.stop(now, &self.garp, dp);
         }
         self.instances = next;
         self.groups = Groups::new(self.instances.iter().map(|i| i.cfg.sync_group.as_deref()));
@@ -626,7 +680,7 @@ impl Runtime {
         let mut waiting = Vec::new();
         for (n, i) in self.instances.iter_mut().enumerate() {
             i.machine.handle_shutdown(now);
-            if i.drain_actions_deferring(&self.sock, &self.garp, dp, true) {
+            if i.drain_actions_deferring(&self.garp, dp, true) {
                 waiting.push(n);
             }
         }
@@ -741,6 +795,7 @@ mod tests {
             instances().remove(0),
             [2, 0, 0, 0, 0, 2],
             Ipv4Addr::new(10, 99, 0, 2),
+            Arc::new(Pacer::start().unwrap()),
             t0,
         );
         i.machine.handle_startup(t0);
