@@ -288,11 +288,23 @@ impl Server {
         }
         let listener = UnixListener::bind(path).map_err(io)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        let open = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let task = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(serve(stream, calls.clone()));
+                        // Past the limit a connection is refused with a
+                        // reply: callers looping on vipctl fail themselves,
+                        // never the agent.
+                        let Ok(permit) = std::sync::Arc::clone(&open).try_acquire_owned() else {
+                            tokio::spawn(refuse(stream));
+                            continue;
+                        };
+                        let calls = calls.clone();
+                        tokio::spawn(async move {
+                            serve(stream, calls).await;
+                            drop(permit);
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "control socket accept failed");
@@ -350,6 +362,24 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     Ok(request.command)
 }
 
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// How long a connection may wait between requests, and a request for the
+/// agent's answer, before it is closed.
+pub const IDLE: Duration = Duration::from_secs(30);
+
+/// Tells a connection past [`MAX_CONNECTIONS`] so, then closes it.
+async fn refuse(stream: UnixStream) {
+    let (_, mut write) = stream.into_split();
+    let reply = Reply::error(
+        format!(
+            "the agent serves at most {MAX_CONNECTIONS} control connections at once; try again"
+        ),
+        1,
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), write_reply(&mut write, &reply)).await;
+}
+
 async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
     let (read, mut write) = stream.into_split();
     let mut read = tokio::io::BufReader::new(read);
@@ -358,9 +388,9 @@ async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
         line.clear();
         // Read at most MAX_REQUEST bytes of one line.
         let mut limited = (&mut read).take(MAX_REQUEST as u64);
-        match limited.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        match tokio::time::timeout(IDLE, limited.read_until(b'\n', &mut line)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
         }
         let complete = line.last() == Some(&b'\n');
         if !complete && line.len() >= MAX_REQUEST {
@@ -385,8 +415,14 @@ async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
                 if calls.send((command, tx)).await.is_err() {
                     Reply::error("the agent is shutting down", 1)
                 } else {
-                    rx.await
-                        .unwrap_or_else(|_| Reply::error("the agent dropped the request", 1))
+                    match tokio::time::timeout(IDLE, rx).await {
+                        Ok(Ok(reply)) => reply,
+                        Ok(Err(_)) => Reply::error("the agent dropped the request", 1),
+                        Err(_) => Reply::error(
+                            format!("the agent did not answer within {}s", IDLE.as_secs()),
+                            1,
+                        ),
+                    }
                 }
             }
         };
@@ -478,6 +514,61 @@ mod tests {
         assert!(err(br#"{"v":1,"cmd":"drain","address":"10.99.0.300"}"#).contains("bad request"));
         assert!(err(br#"{"v":1,"cmd":"status","x":1}"#).contains("unknown field \"x\""));
         assert!(err(b"[1,2]").contains("no \"v\""));
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_limit_are_refused_with_a_reply() {
+        let dir = std::env::temp_dir().join(format!("vip-control-cap-{}", std::process::id()));
+        let path = dir.join("c.sock");
+        let (tx, mut rx) = mpsc::channel::<Call>(8);
+        let server = Server::start(&path, tx).unwrap();
+        tokio::spawn(async move {
+            while let Some((_, reply)) = rx.recv().await {
+                let _ = reply.send(Reply::status(Status::default()));
+            }
+        });
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let connect = || {
+                let s = std::os::unix::net::UnixStream::connect(&p).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                s
+            };
+            let ask = |s: &std::os::unix::net::UnixStream| {
+                (&*s).write_all(b"{\"v\":1,\"cmd\":\"status\"}\n").unwrap();
+                let mut reply = String::new();
+                BufReader::new(s).read_line(&mut reply).unwrap();
+                serde_json::from_str::<Reply>(&reply).unwrap()
+            };
+            // MAX_CONNECTIONS held open, each answered.
+            let held: Vec<_> = (0..MAX_CONNECTIONS).map(|_| connect()).collect();
+            for s in &held {
+                assert!(ask(s).ok);
+            }
+            // One more: told why, and closed.
+            let over = connect();
+            let mut reply = String::new();
+            BufReader::new(&over).read_line(&mut reply).unwrap();
+            assert!(reply.contains("at most 16 control connections"), "{reply}");
+            // A freed place is served again.
+            drop(held);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let s = connect();
+                (&s).write_all(b"{\"v\":1,\"cmd\":\"status\"}\n").unwrap();
+                let mut reply = String::new();
+                BufReader::new(&s).read_line(&mut reply).unwrap();
+                if serde_json::from_str::<Reply>(&reply).unwrap().ok {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "never served again");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+        .await
+        .unwrap();
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A server whose "agent" answers status with an empty one; the fuzz

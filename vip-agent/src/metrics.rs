@@ -1,7 +1,8 @@
 //! Prometheus metrics on `[node] metrics = "addr:port"`: `GET /metrics`
-//! answers the `OpenMetrics` text format (prometheus-client), built at scrape
-//! time from one [`Status`] the agent loop hands out, so every sample of a
-//! scrape belongs to the same instant.
+//! answers the `OpenMetrics` text format (prometheus-client), built from one
+//! [`Status`] the agent loop hands out, so every sample of a scrape belongs
+//! to the same instant. Scrapes share a status at most [`STATUS_MAX_AGE`]
+//! old: however many come, the loop builds at most one per that age.
 //!
 //! Names follow Prometheus conventions: a `vip_` prefix, `_total` on
 //! counters, seconds and bytes as units, enum states as one gauge per state
@@ -261,9 +262,45 @@ pub async fn serve(
     Ok(serve_on(TcpListener::bind(addr).await?, calls))
 }
 
+/// How old a status a scrape may be answered with.
+pub const STATUS_MAX_AGE: Duration = Duration::from_millis(100);
+
+/// A status and when the loop handed it out.
+type Stamped = (tokio::time::Instant, Arc<Status>);
+
+/// The last status the loop handed out, shared by scrapes; one asks the
+/// loop at a time, the others wait for its answer.
+#[derive(Clone)]
+struct Latest {
+    calls: mpsc::Sender<Call>,
+    last: Arc<tokio::sync::Mutex<Option<Stamped>>>,
+}
+
+impl Latest {
+    /// A status at most [`STATUS_MAX_AGE`] old, or `None` when the agent
+    /// is shutting down.
+    async fn get(&self) -> Option<Arc<Status>> {
+        let mut last = self.last.lock().await;
+        if let Some((at, status)) = last.as_ref()
+            && at.elapsed() < STATUS_MAX_AGE
+        {
+            return Some(Arc::clone(status));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.calls.send((Command::Status, tx)).await.ok()?;
+        let status: Arc<Status> = Arc::from(rx.await.ok()?.status?);
+        *last = Some((tokio::time::Instant::now(), Arc::clone(&status)));
+        Some(status)
+    }
+}
+
 /// [`serve`] on a bound listener.
 fn serve_on(listener: TcpListener, calls: mpsc::Sender<Call>) -> tokio::task::JoinHandle<()> {
     let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let calls = Latest {
+        calls,
+        last: Arc::default(),
+    };
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -293,7 +330,7 @@ const REQUEST_TIME: Duration = Duration::from_secs(10);
 /// The longest request head read.
 const MAX_HEAD: usize = 8192;
 
-async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, calls: Latest) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let (method, path) = loop {
@@ -335,13 +372,7 @@ async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) -> std::io::Re
     if path != "/metrics" {
         return respond(&mut stream, "404 Not Found", "text/plain", "try /metrics\n").await;
     }
-    let (tx, rx) = oneshot::channel();
-    let status = if calls.send((Command::Status, tx)).await.is_ok() {
-        rx.await.ok().and_then(|r| r.status)
-    } else {
-        None
-    };
-    match status {
+    match calls.get().await {
         Some(status) => {
             respond(
                 &mut stream,
@@ -439,6 +470,46 @@ mod tests {
         assert!(
             answer.starts_with("HTTP/1.1 "),
             "the freed place is served: {answer:?}"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_scrape_flood_costs_the_loop_one_status_per_max_age() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut calls) = mpsc::channel::<Call>(4);
+        let asked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn({
+            let asked = Arc::clone(&asked);
+            async move {
+                while let Some((_, reply)) = calls.recv().await {
+                    asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = reply.send(crate::control::Reply::status(Status::default()));
+                }
+            }
+        });
+        let server = serve_on(listener, tx);
+        let start = tokio::time::Instant::now();
+        let mut answered = 0;
+        for _ in 0..300 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            if got.starts_with(b"HTTP/1.1 200 OK") {
+                answered += 1;
+            }
+        }
+        let took = start.elapsed();
+        let asked = asked.load(std::sync::atomic::Ordering::Relaxed);
+        let most = took.as_millis() / STATUS_MAX_AGE.as_millis() + 1;
+        assert_eq!(answered, 300);
+        assert!(
+            (1..=u64::try_from(most).unwrap()).contains(&asked),
+            "{asked} statuses built for 300 scrapes in {took:?}"
         );
         server.abort();
     }

@@ -11,6 +11,7 @@
 //! a time with calls on the core.
 
 mod apply;
+mod front;
 pub mod inbox;
 mod plan;
 mod run;

@@ -30,8 +30,8 @@ struct Running {
     _backend: Option<BackendChecks>,
 }
 
-/// The control socket and the metrics endpoint, open while they live.
-type Servers = (crate::control::Server, Option<tokio::task::JoinHandle<()>>);
+/// The control socket and the metrics endpoint, open while it lives.
+type Servers = super::front::Front;
 
 /// Waits until `t`, or forever.
 async fn until(t: Option<Instant>) {
@@ -48,7 +48,7 @@ impl Agent {
     /// removed.
     pub async fn run(mut self) -> Result<(), AgentError> {
         let mut inbox = Inbox::default();
-        let _servers = self.listen(&mut inbox).await?;
+        let _servers = self.listen(&mut inbox)?;
         if let Err(e) = crate::notify::notify("READY=1") {
             tracing::warn!(error = %e, "cannot notify the service manager ($NOTIFY_SOCKET)");
         }
@@ -155,7 +155,7 @@ impl Agent {
 
     /// Opens the inputs that live as long as the loop: signals, the MAC
     /// refresh, background resolutions, the control socket and `/metrics`.
-    async fn listen(&mut self, inbox: &mut Inbox) -> Result<Servers, AgentError> {
+    fn listen(&mut self, inbox: &mut Inbox) -> Result<Servers, AgentError> {
         let sig = |k| {
             signal(k).map_err(|source| AgentError::Io {
                 what: "cannot install a signal handler".into(),
@@ -171,13 +171,6 @@ impl Agent {
             inbox.forward(rx, Event::Resolved);
         }
         let (call_tx, calls) = tokio::sync::mpsc::channel::<crate::control::Call>(16);
-        let control =
-            crate::control::Server::start(&self.config.node.control_socket, call_tx.clone())
-                .map_err(|e| AgentError::Io {
-                    what: e.to_string(),
-                    path: self.config.node.control_socket.clone(),
-                    source: std::io::Error::other("control socket"),
-                })?;
         if let Some(addr) = self.config.node.metrics
             && !addr.ip().is_loopback()
         {
@@ -186,19 +179,13 @@ impl Agent {
                 "metrics are served to anyone who can reach {addr}; bind 127.0.0.1 unless a scraper elsewhere needs them"
             );
         }
-        let metrics =
-            match self.config.node.metrics {
-                Some(addr) => Some(crate::metrics::serve(addr, call_tx).await.map_err(
-                    |source| AgentError::Io {
-                        what: format!("cannot serve metrics on {addr}"),
-                        path: PathBuf::from("[node] metrics"),
-                        source,
-                    },
-                )?),
-                None => None,
-            };
+        let front = super::front::Front::start(
+            self.config.node.control_socket.clone(),
+            self.config.node.metrics,
+            call_tx,
+        )?;
         inbox.forward(calls, Event::Call);
-        Ok((control, metrics))
+        Ok(front)
     }
 
     /// Starts the node and service checks of the current configuration,
