@@ -248,10 +248,22 @@ pub mod counter {
         /// answered with an RST in place so the client reconnects at once
         /// ([`crate::SERVICE_RESET_ON_DOWN`]): `XDP_TX`.
         TCP_RESET = "tcp_reset",
+        /// An ICMP destination-unreachable or time-exceeded message to an
+        /// active VIP that quotes no flow of a service: the quoted packet
+        /// is not from that VIP, not TCP or UDP, a non-first fragment, or
+        /// from a port with no service. `XDP_PASS`, as before vip steered
+        /// such messages.
+        PASS_ICMP_OTHER = "pass_icmp_other",
         /// Not a verdict: a forwarded packet whose flow was in the flow table.
         FLOW_HIT = "flow_hit",
         /// Not a verdict: a forwarded packet that created a flow-table entry.
         FLOW_NEW = "flow_new",
+        /// Not a verdict: an ICMP destination-unreachable (fragmentation
+        /// needed, ...) or time-exceeded message about a VIP flow (a
+        /// backend's direct reply that a router could not deliver), sent on
+        /// to the backend that owns the flow, so path-MTU discovery works
+        /// through DSR. Its verdict is the forwarding one (`fwd_tx`, ...).
+        ICMP_TO_BACKEND = "icmp_to_backend",
     }
 
     /// The verdict counters: exactly one moves per packet.

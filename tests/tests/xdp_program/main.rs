@@ -20,6 +20,7 @@ mod corpus;
 mod down_backends;
 mod forwarding;
 mod heartbeat;
+mod icmp_errors;
 mod malformed;
 mod pins;
 
