@@ -248,6 +248,13 @@ pub mod counter {
         /// answered with an RST in place so the client reconnects at once
         /// ([`crate::SERVICE_RESET_ON_DOWN`]): `XDP_TX`.
         TCP_RESET = "tcp_reset",
+        /// An ARP request or ICMP echo request for an active VIP from a
+        /// source no host can have: 0.0.0.0/8 (except the RFC 5227 probe,
+        /// an ARP request from 0.0.0.0, which is answered), 127.0.0.0/8,
+        /// multicast, reserved or broadcast (224.0.0.0 and above), a VIP of
+        /// this node, or a multicast or broadcast sender MAC. Not answered:
+        /// `XDP_DROP` (this node's stack does not hold the VIP either).
+        DROP_MARTIAN = "drop_martian",
         /// An ICMP destination-unreachable or time-exceeded message to an
         /// active VIP that quotes no flow of a service: the quoted packet
         /// is not from that VIP, not TCP or UDP, a non-first fragment, or

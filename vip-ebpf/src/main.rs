@@ -1,6 +1,8 @@
 //! The vip XDP program. Per frame: Ethernet (one optional 802.1Q tag), then
 //! - ARP request for an active VIP: rewritten into the reply in place, `XDP_TX`;
 //! - ICMP echo request to an active VIP: rewritten into the reply, `XDP_TX`;
+//!   either of these from a martian source (0.0.0.0 but an ARP probe,
+//!   broadcast, multicast, a VIP, a group MAC): `XDP_DROP`;
 //! - ICMP destination-unreachable or time-exceeded to an active VIP that
 //!   quotes a VIP flow (a backend's reply a router could not deliver): sent
 //!   on to the flow's backend, so path-MTU discovery works through DSR;
@@ -108,6 +110,7 @@ const DROP_MALFORMED: Verdict = verdict(XDP_DROP, counter::DROP_MALFORMED);
 const DROP_NO_BACKEND: Verdict = verdict(XDP_DROP, counter::DROP_NO_BACKEND);
 const DROP_REDIRECT: Verdict = verdict(XDP_DROP, counter::DROP_REDIRECT);
 const TCP_RESET: Verdict = verdict(XDP_TX, counter::TCP_RESET);
+const DROP_MARTIAN: Verdict = verdict(XDP_DROP, counter::DROP_MARTIAN);
 const PASS_ICMP_OTHER: Verdict = verdict(XDP_PASS, counter::PASS_ICMP_OTHER);
 
 /// What `forward` decided.
@@ -204,6 +207,11 @@ fn arp(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
     if !heartbeat_fresh() {
         return PASS_STALE;
     }
+    // 0.0.0.0 is the sender of an RFC 5227 probe, which is answered (the
+    // address is in use); any other martian sender is not.
+    if martian_mac(eth.src) || martian_mac(arp.sha) || (arp.spa != [0; 4] && martian_ip(arp.spa)) {
+        return DROP_MARTIAN;
+    }
     eth.dst = arp.sha;
     eth.src = vip.mac;
     arp.op = ARP_OP_REPLY;
@@ -298,6 +306,9 @@ fn ipv4(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
             }
             // SAFETY: checked by ptr_at in process().
             let eth = unsafe { &mut *eth };
+            if martian_mac(eth.src) || martian_ip(ip.saddr) {
+                return DROP_MARTIAN;
+            }
             eth.dst = eth.src;
             eth.src = vip.mac;
             let daddr = ip.daddr;
@@ -584,6 +595,23 @@ fn tcp_reset(
         return DROP_MALFORMED;
     }
     TCP_RESET
+}
+
+/// A source MAC no host sends from: multicast or broadcast (the group bit).
+#[inline(always)]
+fn martian_mac(mac: [u8; 6]) -> bool {
+    mac[0] & 1 != 0
+}
+
+/// A source address no host sends from: 0.0.0.0/8, 127.0.0.0/8, multicast,
+/// reserved and broadcast (224.0.0.0 and above), or one of this node's VIPs
+/// (active or not: another node answering from our VIP is no client).
+#[inline(always)]
+fn martian_ip(addr: [u8; 4]) -> bool {
+    addr[0] == 0
+        || addr[0] == 127
+        || addr[0] >= 224
+        || vip_state(u32::from_ne_bytes(addr)).is_some()
 }
 
 /// The backend id the live lookup-table half gives this flow, or `NO_BACKEND`.

@@ -96,6 +96,7 @@ fn random_corpus() {
                     counter::DROP_MALFORMED,
                     counter::DROP_NO_BACKEND,
                     counter::DROP_REDIRECT,
+                    counter::DROP_MARTIAN,
                 ][..],
             ),
         ] {

@@ -22,6 +22,7 @@ mod forwarding;
 mod heartbeat;
 mod icmp_errors;
 mod malformed;
+mod martians;
 mod pins;
 
 use vip_tests::xdp::{check, with_fixture};
