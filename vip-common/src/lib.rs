@@ -265,6 +265,12 @@ pub mod counter {
         FLOW_HIT = "flow_hit",
         /// Not a verdict: a forwarded packet that created a flow-table entry.
         FLOW_NEW = "flow_new",
+        /// Not a verdict: a TCP segment of an established connection (no
+        /// SYN, or SYN with ACK) for a service whose flow was not in the
+        /// flow table, so the lookup table placed it. The symptom of a flow
+        /// table too small for the load (LRU evictions, see `[node]
+        /// flow_table_size`) or of connections older than the table.
+        FLOW_MISS = "flow_miss",
         /// Not a verdict: an ICMP destination-unreachable (fragmentation
         /// needed, ...) or time-exceeded message about a VIP flow (a
         /// backend's direct reply that a router could not deliver), sent on

@@ -371,6 +371,9 @@ fn forward(
             .map(|p| unsafe { *p })
             .filter(|f| f.service == svc.id)
     };
+    if !new_conn && proto == IPPROTO_TCP && flow.is_none() {
+        count(counter::FLOW_MISS);
+    }
     if let Some(flow) = flow
         && let Some(b) = backend(flow.backend)
         && b.flags & BACKEND_ENABLED != 0

@@ -105,7 +105,7 @@ fn expect(fx: &mut Fixture, what: &str, frame: &[u8], want: &Want) {
         to_backend, want.to_backend,
         "{what}: icmp_to_backend {moved:?}"
     );
-    for c in [counter::FLOW_NEW, counter::FLOW_HIT] {
+    for c in [counter::FLOW_NEW, counter::FLOW_HIT, counter::FLOW_MISS] {
         assert!(
             !moved.iter().any(|(i, _)| *i == c as usize),
             "{what}: an ICMP error touches no flow counter {moved:?}"

@@ -18,6 +18,7 @@
 mod answers;
 mod corpus;
 mod down_backends;
+mod flow_miss;
 mod forwarding;
 mod heartbeat;
 mod icmp_errors;
