@@ -55,6 +55,7 @@ pub fn node_defaults(interface: &str, name: &str) -> Node {
         metrics: None,
         xdp_mode: XdpMode::Auto,
         dead_time: None,
+        flow_table_size: vip_agent::config::DEFAULT_FLOW_TABLE_SIZE,
     }
 }
 

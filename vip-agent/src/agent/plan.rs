@@ -451,6 +451,7 @@ pub(crate) mod tests {
                 metrics: None,
                 xdp_mode: XdpMode::Auto,
                 dead_time: None,
+                flow_table_size: crate::config::DEFAULT_FLOW_TABLE_SIZE,
             },
             vrrp: Vec::new(),
             checks: Vec::new(),

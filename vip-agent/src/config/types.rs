@@ -47,6 +47,15 @@ pub struct Node {
     /// How old the agent's heartbeat may get before XDP stops acting on
     /// packets (key `dead_time`); `None` lets the agent derive it.
     pub dead_time: Option<Duration>,
+    /// Entries of the XDP flow table, an LRU (key `flow_table_size`,
+    /// default [`DEFAULT_FLOW_TABLE_SIZE`], [`MIN_FLOW_TABLE_SIZE`] to
+    /// [`MAX_FLOW_TABLE_SIZE`]). Applied when the agent loads the data
+    /// plane: a change needs a restart with the pins removed (SIGTERM).
+    ///
+    /// [`DEFAULT_FLOW_TABLE_SIZE`]: crate::config::DEFAULT_FLOW_TABLE_SIZE
+    /// [`MIN_FLOW_TABLE_SIZE`]: crate::config::MIN_FLOW_TABLE_SIZE
+    /// [`MAX_FLOW_TABLE_SIZE`]: crate::config::MAX_FLOW_TABLE_SIZE
+    pub flow_table_size: u32,
 }
 
 /// `[node] xdp_mode`.

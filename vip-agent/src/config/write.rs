@@ -16,8 +16,8 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
 
 use super::{
-    BackendConfig, Check, Config, DEFAULT_BPFFS, Garp, Node, OnBackendDown, Proto, Service,
-    ServiceCheck, Track, V3Checksum, Vrrp, XdpMode,
+    BackendConfig, Check, Config, DEFAULT_BPFFS, DEFAULT_FLOW_TABLE_SIZE, Garp, Node,
+    OnBackendDown, Proto, Service, ServiceCheck, Track, V3Checksum, Vrrp, XdpMode,
 };
 use crate::check::{Probe, Schedule};
 
@@ -158,6 +158,9 @@ impl Writer<'_> {
         }
         if let Some(d) = n.dead_time {
             t.insert("dead_time", item(fmt_duration(d)));
+        }
+        if n.flow_table_size != DEFAULT_FLOW_TABLE_SIZE {
+            t.insert("flow_table_size", item(i64::from(n.flow_table_size)));
         }
         self.comment_keys(&mut t, "node");
         t
@@ -364,6 +367,7 @@ control_socket = "/run/lb1.sock"
 metrics = "127.0.0.1:9650"
 xdp_mode = "generic"
 dead_time = "750ms"
+flow_table_size = 4096
 
 [[check]]
 name = "broker"

@@ -318,6 +318,7 @@ impl Converter {
             metrics: None,
             xdp_mode: XdpMode::default(),
             dead_time: None,
+            flow_table_size: crate::config::DEFAULT_FLOW_TABLE_SIZE,
         };
         let config = Config {
             node,

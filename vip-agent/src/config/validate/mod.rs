@@ -22,8 +22,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{
-    Addr, Config, ConfigError, DEFAULT_BPFFS, Dur, Int, MAX_IFNAME, MAX_NODE_NAME, Node, XdpMode,
-    join, key_at, limit, quoted_name,
+    Addr, Config, ConfigError, DEFAULT_BPFFS, DEFAULT_FLOW_TABLE_SIZE, Dur, Int,
+    MAX_FLOW_TABLE_SIZE, MAX_IFNAME, MAX_NODE_NAME, MIN_FLOW_TABLE_SIZE, Node, XdpMode, join,
+    key_at, limit, quoted_name,
 };
 
 /// The file as serde reads it: raw mirrors of the public types, unknown
@@ -52,6 +53,7 @@ pub(in crate::config) struct RawNode {
     pub(in crate::config) metrics: Option<Addr>,
     pub(in crate::config) xdp_mode: Option<XdpMode>,
     pub(in crate::config) dead_time: Option<Spanned<Dur>>,
+    pub(in crate::config) flow_table_size: Option<Spanned<Int>>,
 }
 
 /// The text being parsed, for turning byte offsets into errors.
@@ -345,6 +347,13 @@ impl Source<'_> {
             }
             d => d.map(|d| d.into_inner().0),
         };
+        let flow_table_size = self.int_or(
+            raw.flow_table_size.as_ref(),
+            DEFAULT_FLOW_TABLE_SIZE,
+            "node.flow_table_size",
+            i64::from(MIN_FLOW_TABLE_SIZE)..=i64::from(MAX_FLOW_TABLE_SIZE),
+            "the flow table's entries",
+        )?;
 
         Ok(Node {
             interface,
@@ -354,6 +363,7 @@ impl Source<'_> {
             metrics: raw.metrics.map(|a| a.0),
             xdp_mode: raw.xdp_mode.unwrap_or_default(),
             dead_time,
+            flow_table_size,
         })
     }
 }
