@@ -504,4 +504,30 @@ mod tests {
         let key = ServiceKey::new([10, 99, 0, 100], 5672, Proto::Udp);
         assert_eq!((key.proto, key.port), (17, 5672u16.to_be()));
     }
+
+    #[test]
+    fn verdicts_and_events_are_apart() {
+        for c in [counter::DROP_MARTIAN, counter::PASS_ICMP_OTHER] {
+            assert!(
+                counter::VERDICTS.contains(&c),
+                "{}",
+                counter::NAMES[c as usize]
+            );
+        }
+        for c in [
+            counter::RX,
+            counter::FLOW_HIT,
+            counter::FLOW_NEW,
+            counter::FLOW_MISS,
+            counter::ICMP_TO_BACKEND,
+        ] {
+            assert!(
+                !counter::VERDICTS.contains(&c),
+                "{}",
+                counter::NAMES[c as usize]
+            );
+        }
+        assert_eq!(counter::NAMES[counter::FLOW_MISS as usize], "flow_miss");
+        assert_eq!(counter::COUNT as usize, counter::NAMES.len());
+    }
 }
