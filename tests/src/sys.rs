@@ -2,7 +2,7 @@
 //! a new machine may lack: loading a pass-only XDP program (bpf(2)),
 //! attaching XDP by rtnetlink, tx checksum offload and a NIC's statistics
 //! (the ethtool ioctl: `ethtool -K IF tx off`, `ethtool -k`, `ethtool -S`),
-//! and mounting a bpffs.
+//! mounting a bpffs, and sending raw Ethernet frames (`AF_PACKET`).
 //!
 //! Everything here acts on the calling thread's network namespace.
 
@@ -528,4 +528,72 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 
 fn align4(n: usize) -> usize {
     (n + 3) & !3
+}
+
+/// An `AF_PACKET` socket that sends whole Ethernet frames out of one
+/// interface of the calling thread's network namespace (protocol 0: it
+/// receives nothing). For floods of crafted frames in the lab.
+#[derive(Debug)]
+pub struct PacketSender {
+    fd: OwnedFd,
+    ifindex: i32,
+}
+
+impl PacketSender {
+    /// Opens the socket on `ifname`.
+    pub fn open(ifname: &str) -> Result<Self> {
+        let name = CString::new(ifname).context("interface name")?;
+        // SAFETY: a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            bail!("no interface {ifname}: {}", io::Error::last_os_error());
+        }
+        // SAFETY: plain socket(2); the fd is owned below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error()).context("socket(AF_PACKET)");
+        }
+        Ok(Self {
+            // SAFETY: a fresh fd nothing else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            ifindex: i32::try_from(ifindex).context("ifindex")?,
+        })
+    }
+
+    /// Sends `frame` (from its destination MAC on) as it is.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        if frame.len() < 14 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "shorter than an Ethernet header",
+            ));
+        }
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        #[expect(clippy::cast_possible_truncation, reason = "AF_PACKET is 17")]
+        {
+            addr.sll_family = libc::AF_PACKET as u16;
+        }
+        addr.sll_ifindex = self.ifindex;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        // SAFETY: the buffer and the address are valid for the call.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const addr).cast(),
+                #[expect(clippy::cast_possible_truncation, reason = "a small struct")]
+                {
+                    size_of::<libc::sockaddr_ll>() as u32
+                },
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }

@@ -563,7 +563,14 @@ mod tests {
                     check_latency_ms: 0.0,
                 }],
             }],
-            counters: BTreeMap::from([("rx".to_owned(), 10), ("fwd_tx".to_owned(), 7)]),
+            counters: BTreeMap::from([
+                ("rx".to_owned(), 10),
+                ("fwd_tx".to_owned(), 7),
+                ("flow_miss".to_owned(), 5),
+                ("icmp_to_backend".to_owned(), 2),
+                ("drop_martian".to_owned(), 1),
+                ("pass_icmp_other".to_owned(), 4),
+            ]),
             vrrp_unknown_vrid: 3,
             ..Status::default()
         };
@@ -586,6 +593,10 @@ mod tests {
             r#"vip_backend_packets_total{service="10.99.0.100:5672/tcp",backend="10.99.0.11"} 7"#,
             r#"vip_backend_bytes_total{service="10.99.0.100:5672/tcp",backend="10.99.0.11"} 700"#,
             r#"vip_packets_total{verdict="fwd_tx"} 7"#,
+            r#"vip_packets_total{verdict="flow_miss"} 5"#,
+            r#"vip_packets_total{verdict="icmp_to_backend"} 2"#,
+            r#"vip_packets_total{verdict="drop_martian"} 1"#,
+            r#"vip_packets_total{verdict="pass_icmp_other"} 4"#,
             "# EOF",
         ] {
             assert!(

@@ -248,10 +248,35 @@ pub mod counter {
         /// answered with an RST in place so the client reconnects at once
         /// ([`crate::SERVICE_RESET_ON_DOWN`]): `XDP_TX`.
         TCP_RESET = "tcp_reset",
+        /// An ARP request or ICMP echo request for an active VIP from a
+        /// source no host can have: 0.0.0.0/8 (except the RFC 5227 probe,
+        /// an ARP request from 0.0.0.0, which is answered), 127.0.0.0/8,
+        /// multicast, reserved or broadcast (224.0.0.0 and above), a VIP of
+        /// this node, or a multicast or broadcast sender MAC. Not answered:
+        /// `XDP_DROP` (this node's stack does not hold the VIP either).
+        DROP_MARTIAN = "drop_martian",
+        /// An ICMP destination-unreachable or time-exceeded message to an
+        /// active VIP that quotes no flow of a service: the quoted packet
+        /// is not from that VIP, not TCP or UDP, a non-first fragment, or
+        /// from a port with no service. `XDP_PASS`, as before vip steered
+        /// such messages.
+        PASS_ICMP_OTHER = "pass_icmp_other",
         /// Not a verdict: a forwarded packet whose flow was in the flow table.
         FLOW_HIT = "flow_hit",
         /// Not a verdict: a forwarded packet that created a flow-table entry.
         FLOW_NEW = "flow_new",
+        /// Not a verdict: a TCP segment of an established connection (no
+        /// SYN, or SYN with ACK) for a service whose flow was not in the
+        /// flow table, so the lookup table placed it. The symptom of a flow
+        /// table too small for the load (LRU evictions, see `[node]
+        /// flow_table_size`) or of connections older than the table.
+        FLOW_MISS = "flow_miss",
+        /// Not a verdict: an ICMP destination-unreachable (fragmentation
+        /// needed, ...) or time-exceeded message about a VIP flow (a
+        /// backend's direct reply that a router could not deliver), sent on
+        /// to the backend that owns the flow, so path-MTU discovery works
+        /// through DSR. Its verdict is the forwarding one (`fwd_tx`, ...).
+        ICMP_TO_BACKEND = "icmp_to_backend",
     }
 
     /// The verdict counters: exactly one moves per packet.
@@ -478,5 +503,31 @@ mod tests {
         assert_eq!(Proto::from_number(1), None, "ICMP is not forwarded");
         let key = ServiceKey::new([10, 99, 0, 100], 5672, Proto::Udp);
         assert_eq!((key.proto, key.port), (17, 5672u16.to_be()));
+    }
+
+    #[test]
+    fn verdicts_and_events_are_apart() {
+        for c in [counter::DROP_MARTIAN, counter::PASS_ICMP_OTHER] {
+            assert!(
+                counter::VERDICTS.contains(&c),
+                "{}",
+                counter::NAMES[c as usize]
+            );
+        }
+        for c in [
+            counter::RX,
+            counter::FLOW_HIT,
+            counter::FLOW_NEW,
+            counter::FLOW_MISS,
+            counter::ICMP_TO_BACKEND,
+        ] {
+            assert!(
+                !counter::VERDICTS.contains(&c),
+                "{}",
+                counter::NAMES[c as usize]
+            );
+        }
+        assert_eq!(counter::NAMES[counter::FLOW_MISS as usize], "flow_miss");
+        assert_eq!(counter::COUNT as usize, counter::NAMES.len());
     }
 }

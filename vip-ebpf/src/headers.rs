@@ -24,6 +24,8 @@ pub const TCP_ACK: u8 = 0x10;
 
 pub const ICMP_ECHO_REQUEST: u8 = 8;
 pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
 
 #[repr(C)]
 pub struct EthHdr {

@@ -1,6 +1,11 @@
 //! The vip XDP program. Per frame: Ethernet (one optional 802.1Q tag), then
 //! - ARP request for an active VIP: rewritten into the reply in place, `XDP_TX`;
 //! - ICMP echo request to an active VIP: rewritten into the reply, `XDP_TX`;
+//!   either of these from a martian source (0.0.0.0 but an ARP probe,
+//!   broadcast, multicast, a VIP, a group MAC): `XDP_DROP`;
+//! - ICMP destination-unreachable or time-exceeded to an active VIP that
+//!   quotes a VIP flow (a backend's reply a router could not deliver): sent
+//!   on to the flow's backend, so path-MTU discovery works through DSR;
 //! - TCP/UDP to a configured (VIP, port): flow table, else the service's live
 //!   Maglev half; MACs rewritten; `XDP_TX` (same link), `XDP_REDIRECT` (other
 //!   link) or `XDP_PASS` (backend on this node);
@@ -25,9 +30,9 @@ use aya_ebpf::{
 };
 use headers::{
     ARP_HTYPE_ETHER, ARP_OP_REPLY, ARP_OP_REQUEST, ArpHdr, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4,
-    EthHdr, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IcmpHdr,
-    Ipv4Hdr, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpHdr, UdpHdr, VlanHdr, csum_replace, ptr_at,
-    tcp_checksum,
+    EthHdr, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED,
+    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IcmpHdr, Ipv4Hdr, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    TcpHdr, UdpHdr, VlanHdr, csum_replace, ptr_at, tcp_checksum,
 };
 use vip_common::{
     BACKEND_DOWN, BACKEND_ENABLED, BACKEND_LOCAL, Backend, BackendStats, FlowKey, FlowValue,
@@ -105,6 +110,8 @@ const DROP_MALFORMED: Verdict = verdict(XDP_DROP, counter::DROP_MALFORMED);
 const DROP_NO_BACKEND: Verdict = verdict(XDP_DROP, counter::DROP_NO_BACKEND);
 const DROP_REDIRECT: Verdict = verdict(XDP_DROP, counter::DROP_REDIRECT);
 const TCP_RESET: Verdict = verdict(XDP_TX, counter::TCP_RESET);
+const DROP_MARTIAN: Verdict = verdict(XDP_DROP, counter::DROP_MARTIAN);
+const PASS_ICMP_OTHER: Verdict = verdict(XDP_PASS, counter::PASS_ICMP_OTHER);
 
 /// What `forward` decided.
 enum Steer {
@@ -200,6 +207,11 @@ fn arp(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
     if !heartbeat_fresh() {
         return PASS_STALE;
     }
+    // 0.0.0.0 is the sender of an RFC 5227 probe, which is answered (the
+    // address is in use); any other martian sender is not.
+    if martian_mac(eth.src) || martian_mac(arp.sha) || (arp.spa != [0; 4] && martian_ip(arp.spa)) {
+        return DROP_MARTIAN;
+    }
     eth.dst = arp.sha;
     eth.src = vip.mac;
     arp.op = ARP_OP_REPLY;
@@ -286,11 +298,17 @@ fn ipv4(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
             }
             // SAFETY: bounds-checked by ptr_at.
             let icmp = unsafe { &mut *icmp };
+            if icmp.kind == ICMP_DEST_UNREACH || icmp.kind == ICMP_TIME_EXCEEDED {
+                return icmp_error(ctx, eth, ip, l4, l4_len);
+            }
             if icmp.kind != ICMP_ECHO_REQUEST || icmp.code != 0 {
                 return PASS_OTHER;
             }
             // SAFETY: checked by ptr_at in process().
             let eth = unsafe { &mut *eth };
+            if martian_mac(eth.src) || martian_ip(ip.saddr) {
+                return DROP_MARTIAN;
+            }
             eth.dst = eth.src;
             eth.src = vip.mac;
             let daddr = ip.daddr;
@@ -345,9 +363,18 @@ fn forward(
     let mut id = NO_BACKEND;
     // SAFETY: LRU entries are copied out at once; a concurrent eviction can
     // at worst hand us a stale backend id, which is validated below.
-    if !new_conn
-        && let Some(flow) = FLOWS.get_ptr(&key).map(|p| unsafe { *p })
-        && flow.service == svc.id
+    let flow = if new_conn {
+        None
+    } else {
+        FLOWS
+            .get_ptr(&key)
+            .map(|p| unsafe { *p })
+            .filter(|f| f.service == svc.id)
+    };
+    if !new_conn && proto == IPPROTO_TCP && flow.is_none() {
+        count(counter::FLOW_MISS);
+    }
+    if let Some(flow) = flow
         && let Some(b) = backend(flow.backend)
         && b.flags & BACKEND_ENABLED != 0
     {
@@ -373,11 +400,18 @@ fn forward(
         let _ = FLOWS.insert(&key, &value, 0);
         count(counter::FLOW_NEW);
     }
+    Steer::Done(deliver(ctx, eth, id))
+}
+
+/// Sends the frame to backend `id`: its stats moved, the MACs rewritten
+/// towards it, and the verdict that reaches it.
+#[inline(always)]
+fn deliver(ctx: &XdpContext, eth: *mut EthHdr, id: u32) -> Verdict {
     let Some(b) = backend(id) else {
-        return Steer::Done(DROP_NO_BACKEND);
+        return DROP_NO_BACKEND;
     };
     if b.flags & BACKEND_ENABLED == 0 {
-        return Steer::Done(DROP_NO_BACKEND);
+        return DROP_NO_BACKEND;
     }
     if let Some(stats) = BACKEND_STATS.get_ptr_mut(id) {
         // SAFETY: per-CPU slot.
@@ -387,19 +421,100 @@ fn forward(
         }
     }
     if b.flags & BACKEND_LOCAL != 0 {
-        return Steer::Done(PASS_LOCAL);
+        return PASS_LOCAL;
     }
     // SAFETY: checked by ptr_at in process().
     let eth = unsafe { &mut *eth };
     eth.dst = b.mac;
     eth.src = b.src_mac;
     if b.ifindex == ctx.ingress_ifindex() as u32 {
-        return Steer::Done(FWD_TX);
+        return FWD_TX;
     }
-    Steer::Done(match TX_PORTS.redirect(b.ifindex, 0) {
+    match TX_PORTS.redirect(b.ifindex, 0) {
         Ok(XDP_REDIRECT) => FWD_REDIRECT,
         _ => DROP_REDIRECT,
-    })
+    }
+}
+
+/// An ICMP destination-unreachable or time-exceeded message to an active
+/// VIP (RFC 792). With DSR the VIP's flows are answered by the backends, so
+/// a router that cannot deliver a backend's reply (fragmentation needed:
+/// path-MTU discovery; TTL exceeded) sends its ICMP error to the VIP, which
+/// this node's stack does not hold: it is sent on to the backend that owns
+/// the quoted flow, as Katran does. The quote is the backend's packet
+/// `VIP:port -> client:cport`, so the flow is the reversed tuple: the flow
+/// table's entry, else the lookup table's pick for a new flow from that
+/// client (the same backend while the backend set is unchanged). No flow is
+/// created. A quote that runs past the message, or has no room for the
+/// ports, is malformed (dropped); one that names no flow of a service is
+/// passed ([`PASS_ICMP_OTHER`]).
+#[inline(always)]
+fn icmp_error(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: &Ipv4Hdr,
+    l4: usize,
+    l4_len: usize,
+) -> Verdict {
+    // The ICMP header is 8 bytes; the quoted IPv4 header follows it.
+    let quoted = l4 + 8;
+    let Some(inner) = ptr_at::<Ipv4Hdr>(ctx, quoted) else {
+        return DROP_MALFORMED;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let inner = unsafe { &*inner };
+    let inner_len = usize::from(inner.ver_ihl & 0x0f) * 4;
+    if inner.ver_ihl >> 4 != 4 || inner_len < 20 || 8 + inner_len + 8 > l4_len {
+        return DROP_MALFORMED;
+    }
+    // The first 8 bytes of a TCP or UDP header are both ports first.
+    let Some(ports) = ptr_at::<UdpHdr>(ctx, quoted + inner_len) else {
+        return DROP_MALFORMED;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let ports = unsafe { &*ports };
+    if inner.saddr != ip.daddr
+        || (inner.proto != IPPROTO_TCP && inner.proto != IPPROTO_UDP)
+        || u16::from_be_bytes(inner.frag_off) & 0x1fff != 0
+    {
+        return PASS_ICMP_OTHER;
+    }
+    let skey = ServiceKey {
+        vip: u32::from_ne_bytes(inner.saddr),
+        port: u16::from_ne_bytes(ports.sport),
+        proto: inner.proto,
+        _pad: 0,
+    };
+    // SAFETY: no-prealloc hash map, copied out at once (see vip_state).
+    let Some(svc) = SERVICES.get_ptr(&skey).map(|p| unsafe { *p }) else {
+        return PASS_ICMP_OTHER;
+    };
+    let key = FlowKey {
+        src: u32::from_ne_bytes(inner.daddr),
+        dst: skey.vip,
+        sport: u16::from_ne_bytes(ports.dport),
+        dport: skey.port,
+        proto: inner.proto,
+        _pad: [0; 3],
+    };
+    let mut id = NO_BACKEND;
+    // SAFETY: as in forward(): copied out at once, validated by deliver().
+    if let Some(flow) = FLOWS.get_ptr(&key).map(|p| unsafe { *p })
+        && flow.service == svc.id
+    {
+        id = flow.backend;
+    }
+    if id == NO_BACKEND {
+        id = table_pick(&svc, &key);
+        if id == NO_BACKEND {
+            return DROP_NO_BACKEND;
+        }
+    }
+    let v = deliver(ctx, eth, id);
+    if v.action != XDP_DROP {
+        count(counter::ICMP_TO_BACKEND);
+    }
+    v
 }
 
 /// Rewrites a TCP segment into the RST a host without the connection sends
@@ -483,6 +598,23 @@ fn tcp_reset(
         return DROP_MALFORMED;
     }
     TCP_RESET
+}
+
+/// A source MAC no host sends from: multicast or broadcast (the group bit).
+#[inline(always)]
+fn martian_mac(mac: [u8; 6]) -> bool {
+    mac[0] & 1 != 0
+}
+
+/// A source address no host sends from: 0.0.0.0/8, 127.0.0.0/8, multicast,
+/// reserved and broadcast (224.0.0.0 and above), or one of this node's VIPs
+/// (active or not: another node answering from our VIP is no client).
+#[inline(always)]
+fn martian_ip(addr: [u8; 4]) -> bool {
+    addr[0] == 0
+        || addr[0] == 127
+        || addr[0] >= 224
+        || vip_state(u32::from_ne_bytes(addr)).is_some()
 }
 
 /// The backend id the live lookup-table half gives this flow, or `NO_BACKEND`.

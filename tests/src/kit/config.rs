@@ -57,6 +57,7 @@ pub fn node_defaults(interface: &str, name: &str) -> Node {
         dead_time: None,
         script_user: None,
         script_security: true,
+        flow_table_size: vip_agent::config::DEFAULT_FLOW_TABLE_SIZE,
     }
 }
 

@@ -42,6 +42,12 @@ use crate::{netns::NetNs, sys};
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
 /// The lab's subnet, 10.99.0.0/24.
 pub const SUBNET: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 0);
+/// The node [`Lab::add_far_client`] adds, one routed hop behind the client.
+pub const FAR: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 2);
+/// The client's address on the far node's link, its router.
+pub const FAR_ROUTER: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 1);
+/// The far node's subnet, 10.97.0.0/24.
+pub const FAR_SUBNET: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 0);
 /// The prefix of `cargo xtask lab`'s persistent lab.
 pub const PERSISTENT_PREFIX: &str = "vip";
 /// Where [`Lab::persist`] writes `<prefix>.state`.
@@ -513,6 +519,59 @@ impl Lab {
         (1..=self.backends).map(|i| format!("b{i}")).collect()
     }
 
+    /// Adds the node `far` ([`FAR`], 10.97.0.2/24) one routed hop behind the
+    /// client: the client namespace becomes its router (10.97.0.1, IPv4
+    /// forwarding on), every backend routes 10.97.0.0/24 through the client
+    /// (10.99.0.10), and the router's route towards `far` has MTU `hop_mtu`
+    /// (locked) while every interface keeps 1500. Both ends then agree on a
+    /// 1460-byte MSS and a backend's full-sized replies with DF set meet a
+    /// hop that answers with ICMP fragmentation needed, sent to the VIP they
+    /// came from: the path-MTU case of direct server return. Removed with
+    /// the lab.
+    pub fn add_far_client(&mut self, hop_mtu: u32) -> Result<()> {
+        let ns = NetNs::create(&format!("{}-far", self.prefix))?;
+        let far = ns.name().to_owned();
+        self.namespaces.push(("far".to_owned(), ns));
+        if Path::new("/proc/sys/net/ipv6").exists() {
+            self.ns("far").sysctls(&[
+                ("net.ipv6.conf.default.disable_ipv6", "1"),
+                ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ])?;
+        }
+        let router = self.ns("client");
+        router.ip_batch(&[
+            format!("link add rt0 type veth peer name eth0 netns {far}"),
+            format!("addr add {FAR_ROUTER}/24 dev rt0"),
+            "link set rt0 up".to_owned(),
+            format!("route replace {FAR_SUBNET}/24 dev rt0 src {FAR_ROUTER} mtu lock {hop_mtu}"),
+        ])?;
+        router.sysctl("net.ipv4.ip_forward", "1")?;
+        self.ns("far").ip_batch(&[
+            "link set lo up".to_owned(),
+            format!("addr add {FAR}/24 dev eth0"),
+            "link set eth0 up".to_owned(),
+            format!("route add default via {FAR_ROUTER}"),
+        ])?;
+        // The far client's segments cross XDP after one routed hop: full
+        // checksums on both ends of the new link.
+        for (node, ifname) in [("client", "rt0"), ("far", "eth0")] {
+            let ns = self.ns(node);
+            ns.try_run_in(|| sys::set_tx_checksum(ifname, false))?
+                .with_context(|| format!("in {}", ns.name()))?;
+        }
+        let via = node_addr("client").expect("lab node");
+        for b in self.backend_nodes() {
+            self.ns(&b).ip(&[
+                "route",
+                "add",
+                &format!("{FAR_SUBNET}/24"),
+                "via",
+                &via.to_string(),
+            ])?;
+        }
+        Ok(())
+    }
+
     /// The namespace of `node`; panics on a name that is not a node here.
     #[must_use]
     pub fn ns(&self, node: &str) -> &NetNs {
@@ -683,7 +742,7 @@ fn is_lab_ns(prefix: &str, name: &str) -> bool {
     let Some(node) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
-    node == "sw" || node_addr(node).is_some()
+    node == "sw" || node == "far" || node_addr(node).is_some()
 }
 
 fn lab_namespaces(prefix: &str) -> Result<Vec<String>> {

@@ -142,7 +142,8 @@ impl Fixture {
             _pad: 0,
         };
         let mut fx = Self {
-            dp: Dataplane::load(None).expect("load the XDP object"),
+            dp: Dataplane::load(None, vip_agent::config::DEFAULT_FLOW_TABLE_SIZE)
+                .expect("load the XDP object"),
             config: config(),
             steering: Steering::default(),
             ids: Ids::default(),

@@ -2,12 +2,22 @@
 
 use vip_common::counter;
 use vip_tests::{
-    frames::{Ipv4, Rng, TCP_ACK, TCP_SYN, icmp_echo},
+    frames::{Ipv4, Rng, TCP_ACK, TCP_SYN, checksum, icmp_echo, tcp},
     xdp::{
         AMQP, CLIENT, DNS_UDP, VIP, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, arp_request,
         client_frame, hex, tagged, tcp_frame, test_run, udp_frame, verdict_name, with_fixture,
     },
 };
+
+/// Fragmentation needed quoting the backend's reply VIP:5672 -> CLIENT:44002.
+fn frag_needed() -> Vec<u8> {
+    let quote = Ipv4::new(VIP, CLIENT, 6).packet(&tcp(VIP, CLIENT, AMQP, 44002, TCP_ACK, b"x"));
+    let mut m = vec![3, 4, 0, 0, 0, 0, 5, 0];
+    m.extend_from_slice(&quote);
+    let c = checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
 
 /// A seeded corpus of 12 000 frames (random bytes, and valid frames with
 /// random bytes flipped or cut): no run fails, every verdict is one the
@@ -23,6 +33,7 @@ fn random_corpus() {
             tagged(3, &tcp_frame(VIP, 44001, AMQP, TCP_ACK, b"data")),
             udp_frame(DNS_UDP, b"q"),
             client_frame(&Ipv4::new(CLIENT, VIP, 1), &icmp_echo(8, 1, 1, b"x")),
+            client_frame(&Ipv4::new(CLIENT, VIP, 1), &frag_needed()),
         ];
         let mut rng = Rng::new(0x5eed_0001);
         let n = 12_000u64;
@@ -73,19 +84,20 @@ fn random_corpus() {
         for (verdict, counters) in [
             (
                 XDP_TX,
-                [
+                &[
                     counter::ARP_REPLY,
                     counter::ICMP_ECHO_REPLY,
                     counter::FWD_TX,
-                ],
+                ][..],
             ),
             (
                 XDP_DROP,
-                [
+                &[
                     counter::DROP_MALFORMED,
                     counter::DROP_NO_BACKEND,
                     counter::DROP_REDIRECT,
-                ],
+                    counter::DROP_MARTIAN,
+                ][..],
             ),
         ] {
             let counted: u64 = counters.iter().map(|i| c[*i as usize]).sum();

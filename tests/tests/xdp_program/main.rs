@@ -18,9 +18,12 @@
 mod answers;
 mod corpus;
 mod down_backends;
+mod flow_miss;
 mod forwarding;
 mod heartbeat;
+mod icmp_errors;
 mod malformed;
+mod martians;
 mod pins;
 
 use vip_tests::xdp::{check, with_fixture};

@@ -75,7 +75,7 @@ fn pins_of_another_layout_are_refused() {
     assert_eq!(rc, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
     // SAFETY: our fd.
     unsafe { libc::close(i32::try_from(fd).unwrap()) };
-    let loaded = Dataplane::load(Some(&pins)).map(drop);
+    let loaded = Dataplane::load(Some(&pins), vip_agent::config::DEFAULT_FLOW_TABLE_SIZE).map(drop);
     let _ = vip_tests::sys::unmount_lazy(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let err = loaded

@@ -242,7 +242,7 @@ impl Agent {
         crate::bpffs::ensure_mounted(&config.node.bpffs)?;
         let pins = crate::dataplane::pin_dir(&config.node.bpffs, &config.node.name);
         let adopting = pins.join(crate::dataplane::LINK_PIN).exists();
-        let mut dp = Dataplane::load(Some(&pins))?;
+        let mut dp = Dataplane::load(Some(&pins), config.node.flow_table_size)?;
         let mut ids = if adopting {
             Ids::from_dataplane(&dp)?
         } else {

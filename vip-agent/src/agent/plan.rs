@@ -453,6 +453,7 @@ pub(crate) mod tests {
                 dead_time: None,
                 script_user: None,
                 script_security: true,
+                flow_table_size: crate::config::DEFAULT_FLOW_TABLE_SIZE,
             },
             vrrp: Vec::new(),
             checks: Vec::new(),

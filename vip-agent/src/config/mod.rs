@@ -40,7 +40,10 @@ use self::{
     values::{Addr, Dur, Int, Ip},
 };
 pub use self::{
-    limits::{DEFAULT_BPFFS, MAX_AUTH_PASS, MAX_GARP_COUNT, MAX_WEIGHT},
+    limits::{
+        DEFAULT_BPFFS, DEFAULT_FLOW_TABLE_SIZE, MAX_AUTH_PASS, MAX_FLOW_TABLE_SIZE, MAX_GARP_COUNT,
+        MAX_WEIGHT, MIN_FLOW_TABLE_SIZE,
+    },
     types::*,
     values::MAX_DURATION,
 };
@@ -249,6 +252,7 @@ backends = [
             (c.node.metrics, c.node.xdp_mode, c.node.dead_time),
             (None, XdpMode::Auto, None)
         );
+        assert_eq!(c.node.flow_table_size, vip_common::MAX_FLOWS);
         assert!(c.vrrp.is_empty() && c.checks.is_empty());
         let s = &c.services[0];
         assert_eq!(
@@ -328,6 +332,36 @@ backends = [
             4,
             "node.dead_time",
             "0s",
+        );
+    }
+
+    #[test]
+    fn flow_table_size_is_bounded() {
+        for n in [MIN_FLOW_TABLE_SIZE, 100_000, MAX_FLOW_TABLE_SIZE] {
+            let c = ok(&format!("{NODE}flow_table_size = {n}\n"));
+            assert_eq!(c.node.flow_table_size, n);
+        }
+        for n in [
+            "0".to_owned(),
+            "-1".to_owned(),
+            (MIN_FLOW_TABLE_SIZE - 1).to_string(),
+            (MAX_FLOW_TABLE_SIZE + 1).to_string(),
+            "100000000000000".to_owned(),
+        ] {
+            fails(
+                &format!("{NODE}flow_table_size = {n}\n"),
+                4,
+                "node.flow_table_size",
+                &format!("{n} is out of range: the flow table's entries must be 1024..=16777216"),
+            );
+        }
+        let e = parse(&format!("{NODE}flow_table_size = 10\n")).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        fails(
+            &format!("{NODE}flow_table_size = \"big\"\n"),
+            4,
+            "node.flow_table_size",
+            "",
         );
     }
 

@@ -55,6 +55,15 @@ pub struct Node {
     /// (key `script_security`, default true; keepalived's
     /// `enable_script_security`).
     pub script_security: bool,
+    /// Entries of the XDP flow table, an LRU (key `flow_table_size`,
+    /// default [`DEFAULT_FLOW_TABLE_SIZE`], [`MIN_FLOW_TABLE_SIZE`] to
+    /// [`MAX_FLOW_TABLE_SIZE`]). Applied when the agent loads the data
+    /// plane: a change needs a restart with the pins removed (SIGTERM).
+    ///
+    /// [`DEFAULT_FLOW_TABLE_SIZE`]: crate::config::DEFAULT_FLOW_TABLE_SIZE
+    /// [`MIN_FLOW_TABLE_SIZE`]: crate::config::MIN_FLOW_TABLE_SIZE
+    /// [`MAX_FLOW_TABLE_SIZE`]: crate::config::MAX_FLOW_TABLE_SIZE
+    pub flow_table_size: u32,
 }
 
 /// `[node] script_user`: a user, by name or number, and optionally a group

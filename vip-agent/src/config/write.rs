@@ -16,8 +16,8 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
 
 use super::{
-    BackendConfig, Check, Config, DEFAULT_BPFFS, Garp, Node, OnBackendDown, Proto, Service,
-    ServiceCheck, Track, V3Checksum, Vrrp, XdpMode,
+    BackendConfig, Check, Config, DEFAULT_BPFFS, DEFAULT_FLOW_TABLE_SIZE, Garp, Node,
+    OnBackendDown, Proto, Service, ServiceCheck, Track, V3Checksum, Vrrp, XdpMode,
 };
 use crate::check::{Probe, Schedule};
 
@@ -164,6 +164,9 @@ impl Writer<'_> {
         }
         if !n.script_security {
             t.insert("script_security", item(false));
+        }
+        if n.flow_table_size != DEFAULT_FLOW_TABLE_SIZE {
+            t.insert("flow_table_size", item(i64::from(n.flow_table_size)));
         }
         self.comment_keys(&mut t, "node");
         t
@@ -372,6 +375,7 @@ xdp_mode = "generic"
 dead_time = "750ms"
 script_user = "vip-script:vip"
 script_security = false
+flow_table_size = 4096
 
 [[check]]
 name = "broker"

@@ -30,10 +30,25 @@ pub use self::typed::Maps;
 /// The XDP object built by `build.rs` from `vip-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vip"));
 
+/// The map table with the flow table sized `flow_table_size`.
+fn specs(flow_table_size: u32) -> [maps::Spec; maps::SPECS.len()] {
+    maps::SPECS.map(|s| {
+        if s.name == maps::FLOWS {
+            maps::Spec {
+                max_entries: flow_table_size,
+                ..s
+            }
+        } else {
+            s
+        }
+    })
+}
+
 /// Refuses pins whose layout differs from this build's (an agent of another
-/// version left them): reusing them would mis-read every entry.
-fn check_pins(dir: &Path) -> Result<(), DataplaneError> {
-    for spec in maps::SPECS {
+/// version left them): reusing them would mis-read every entry; and a
+/// pinned flow table of another size than `[node] flow_table_size`.
+fn check_pins(dir: &Path, flow_table_size: u32) -> Result<(), DataplaneError> {
+    for spec in specs(flow_table_size) {
         let (key, value, entries) = (spec.key_size, spec.value_size, spec.max_entries);
         let path = dir.join(spec.name);
         if !path.exists() {
@@ -43,6 +58,17 @@ fn check_pins(dir: &Path) -> Result<(), DataplaneError> {
             continue;
         };
         let found = (info.key_size(), info.value_size(), info.max_entries());
+        if spec.name == maps::FLOWS
+            && (found.0, Some(found.1)) == (key, value)
+            && found.2 != entries
+        {
+            return Err(DataplaneError::FlowTableSize {
+                path,
+                dir: dir.to_owned(),
+                found: found.2,
+                want: entries,
+            });
+        }
         if found.0 != key || value.is_some_and(|v| v != found.1) || found.2 != entries {
             let show = |k: u32, v: Option<u32>, e: u32| {
                 format!(
@@ -74,6 +100,15 @@ pub enum DataplaneError {
         dir: PathBuf,
         found: String,
         want: String,
+    },
+    #[error(
+        "the flow table pinned at {path} has {found} entries but [node] flow_table_size is {want}: a new size applies to a fresh data plane; stop the agent with SIGTERM (it removes its pins; open flows are placed anew by the lookup table) or delete {dir}, then start again"
+    )]
+    FlowTableSize {
+        path: PathBuf,
+        dir: PathBuf,
+        found: u32,
+        want: u32,
     },
     #[error("failed to load the XDP object (maps pinned under {pins})")]
     Load {
@@ -216,8 +251,11 @@ impl Dataplane {
     /// there, and maps already pinned there (left by an agent that crashed or
     /// is being upgraded) are reused with their contents: flows, tables and
     /// counters survive a restart. Without `pins` nothing is pinned (tests).
-    pub fn load(pins: Option<&Path>) -> Result<Self, DataplaneError> {
+    /// The flow table gets `flow_table_size` entries (`[node]
+    /// flow_table_size`; the object declares `vip_common::MAX_FLOWS`).
+    pub fn load(pins: Option<&Path>, flow_table_size: u32) -> Result<Self, DataplaneError> {
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries(maps::FLOWS, flow_table_size);
         let paths: Vec<(&str, PathBuf)> = pins
             .map(|dir| maps::ALL.iter().map(|m| (*m, dir.join(m))).collect())
             .unwrap_or_default();
@@ -229,7 +267,7 @@ impl Dataplane {
             })?;
         }
         if let Some(dir) = pins {
-            check_pins(dir)?;
+            check_pins(dir, flow_table_size)?;
         }
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());

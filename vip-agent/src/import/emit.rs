@@ -352,6 +352,7 @@ impl Converter {
             dead_time: None,
             script_user: self.script_user.as_ref().map(|(u, _)| u.clone()),
             script_security: true,
+            flow_table_size: crate::config::DEFAULT_FLOW_TABLE_SIZE,
         };
         let config = Config {
             node,

@@ -22,8 +22,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{
-    Addr, Config, ConfigError, DEFAULT_BPFFS, Dur, Int, MAX_IFNAME, MAX_NODE_NAME, Node,
-    ScriptUser, XdpMode, join, key_at, limit, quoted_name,
+    Addr, Config, ConfigError, DEFAULT_BPFFS, DEFAULT_FLOW_TABLE_SIZE, Dur, Int,
+    MAX_FLOW_TABLE_SIZE, MAX_IFNAME, MAX_NODE_NAME, MIN_FLOW_TABLE_SIZE, Node, ScriptUser, XdpMode,
+    join, key_at, limit, quoted_name,
 };
 
 /// The file as serde reads it: raw mirrors of the public types, unknown
@@ -54,6 +55,7 @@ pub(in crate::config) struct RawNode {
     pub(in crate::config) dead_time: Option<Spanned<Dur>>,
     pub(in crate::config) script_user: Option<Spanned<String>>,
     pub(in crate::config) script_security: Option<bool>,
+    pub(in crate::config) flow_table_size: Option<Spanned<Int>>,
 }
 
 /// The text being parsed, for turning byte offsets into errors.
@@ -347,6 +349,13 @@ impl Source<'_> {
             }
             d => d.map(|d| d.into_inner().0),
         };
+        let flow_table_size = self.int_or(
+            raw.flow_table_size.as_ref(),
+            DEFAULT_FLOW_TABLE_SIZE,
+            "node.flow_table_size",
+            i64::from(MIN_FLOW_TABLE_SIZE)..=i64::from(MAX_FLOW_TABLE_SIZE),
+            "the flow table's entries",
+        )?;
 
         let script_user = match raw.script_user {
             None => None,
@@ -366,6 +375,7 @@ impl Source<'_> {
             dead_time,
             script_user,
             script_security: raw.script_security.unwrap_or(true),
+            flow_table_size,
         })
     }
 }
