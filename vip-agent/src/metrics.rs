@@ -329,12 +329,19 @@ const REQUEST_TIME: Duration = Duration::from_secs(10);
 
 /// The longest request head read.
 const MAX_HEAD: usize = 8192;
+/// How long a client may take to send its request head: an idle
+/// connection gives its place up after this.
+const HEAD_TIME: Duration = Duration::from_secs(2);
 
 async fn answer(mut stream: TcpStream, calls: Latest) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    let head_by = tokio::time::Instant::now() + HEAD_TIME;
     let (method, path) = loop {
-        let n = stream.read(&mut chunk).await?;
+        let Ok(n) = tokio::time::timeout_at(head_by, stream.read(&mut chunk)).await else {
+            return Ok(());
+        };
+        let n = n?;
         if n == 0 {
             return Ok(());
         }
@@ -452,6 +459,11 @@ mod tests {
         assert!(
             !closed(&mut idle[0]).await,
             "an idle connection within the limit is kept"
+        );
+        tokio::time::sleep(HEAD_TIME).await;
+        assert!(
+            closed(&mut idle[1]).await,
+            "an idle connection gives its place up after {HEAD_TIME:?}"
         );
 
         drop(idle.pop());

@@ -242,8 +242,8 @@ fn bench() -> Result<()> {
     bootstrap::apt_packages(&programs::packages(Job::Bench))?;
     build(true)?;
     let report = root().join("bench-report.md");
-    // xdp writes the report; failover and checks append to it.
-    for bench in ["xdp", "failover", "checks"] {
+    // xdp writes the report; the others append to it.
+    for bench in ["xdp", "failover", "checks", "loop_load"] {
         let mut c = cargo()?;
         c.args(["bench", "-p", "vip-tests", "--bench", bench]);
         c.env("VIP_BENCH_REPORT", &report);
