@@ -165,10 +165,15 @@ fn control_socket_metrics_and_reload_without_a_vrrp_flap() {
         }
         who_answers(Duration::from_secs(2)).expect("a held connection")
     });
-    let after = scrape(&lab);
     let fwd = |m: &BTreeMap<String, f64>| m["vip_packets_total{verdict=fwd_tx}"];
-    let delta = fwd(&after) - fwd(&before);
     // Each connection: SYN, ACK, data, ACKs and FIN: at least 4 packets.
+    // A scrape may show a status up to `STATUS_MAX_AGE` old.
+    let after = common::poll(Duration::from_secs(2), Duration::from_millis(20), || {
+        let m = scrape(&lab);
+        (fwd(&m) - fwd(&before) >= 160.0).then_some(m)
+    })
+    .unwrap_or_else(|| scrape(&lab));
+    let delta = fwd(&after) - fwd(&before);
     assert!(delta >= 160.0, "fwd_tx rose by {delta}");
     println!(
         "fwd_tx rose by {delta} over 41 connections; held on {}",

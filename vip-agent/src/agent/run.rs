@@ -12,6 +12,9 @@ use super::{
 };
 use crate::check::runner::{BackendChecks, NodeChecks};
 
+/// The most waiting adverts read before a VRRP timer is acted on.
+const CATCH_UP: usize = 64;
+
 /// How often the backends' MACs are looked up again.
 const REFRESH: Duration = Duration::from_secs(30);
 
@@ -114,6 +117,13 @@ impl Agent {
             Event::Vrrp(Err(e)) => tracing::warn!(error = %e, "VRRP receive failed"),
             Event::VrrpTimeout => {
                 if let Some(v) = self.vrrp.as_mut() {
+                    // Adverts that arrived while the loop was busy (a long
+                    // reload) come first: a late timer must not beat the
+                    // advert that would have reset it.
+                    for _ in 0..CATCH_UP {
+                        let Some(pkt) = v.sock.try_recv() else { break };
+                        v.receive(Instant::now(), &pkt, &mut self.dp);
+                    }
                     v.timeout(Instant::now(), &mut self.dp);
                 }
             }

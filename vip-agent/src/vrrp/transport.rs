@@ -103,6 +103,21 @@ impl VrrpSocket {
         }
     }
 
+    /// The next datagram already waiting in the socket, if any, without
+    /// waiting (a busy loop catching up before it acts on a timer).
+    #[must_use]
+    pub fn try_recv(&self) -> Option<Received> {
+        loop {
+            let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
+            let (n, _) = self.fd.get_ref().recv_from(&mut buf).ok()?;
+            // SAFETY: recv_from initialised the first n bytes.
+            let bytes: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
+            if let Some(r) = split_ipv4(bytes) {
+                return Some(r);
+            }
+        }
+    }
+
     /// Sends one VRRP message to `dst` (the kernel adds the IP header).
     pub fn send(&self, payload: &[u8], dst: Ipv4Addr) -> io::Result<()> {
         self.fd
