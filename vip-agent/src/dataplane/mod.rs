@@ -27,7 +27,8 @@ mod typed;
 
 pub use self::typed::Maps;
 
-/// The XDP object built by `build.rs` from `vip-ebpf`.
+/// The XDP object built by `build.rs` from `vip-ebpf`; empty in a build made
+/// with `AYA_BUILD_SKIP=1` (the fuzz targets'), which cannot load XDP.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vip"));
 
 /// Refuses pins whose layout differs from this build's (an agent of another
@@ -81,6 +82,10 @@ pub enum DataplaneError {
         #[source]
         source: EbpfError,
     },
+    #[error(
+        "this build has no XDP program: it was built with AYA_BUILD_SKIP=1 (as the fuzz targets are); build again without it"
+    )]
+    NoObject,
     #[error("the XDP object has no program `{0}` (build mismatch)")]
     MissingProgram(&'static str),
     #[error("the XDP object has no map `{0}` (build mismatch)")]
@@ -217,6 +222,9 @@ impl Dataplane {
     /// is being upgraded) are reused with their contents: flows, tables and
     /// counters survive a restart. Without `pins` nothing is pinned (tests).
     pub fn load(pins: Option<&Path>) -> Result<Self, DataplaneError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(DataplaneError::NoObject);
+        }
         let mut loader = EbpfLoader::new();
         let paths: Vec<(&str, PathBuf)> = pins
             .map(|dir| maps::ALL.iter().map(|m| (*m, dir.join(m))).collect())
