@@ -47,7 +47,7 @@ use libfuzzer_sys::{arbitrary::Unstructured, fuzz_target};
 use vip_agent::vrrp::{
     packet::{
         AUTH_DATA_LEN, AdvertRepr, Auth, ChecksumForm, ChecksumForms, HEADER_LEN, MULTICAST_GROUP,
-        Packet, ParseOptions, Version, check_ttl,
+        PROTOCOL, Packet, ParseOptions, Version, check_ttl,
     },
     transport::{Received, split_ipv4},
 };
@@ -96,7 +96,7 @@ impl Ip {
         option_words: 0,
         padding: 0,
         total_change: 0,
-        protocol: 112,
+        protocol: PROTOCOL,
         version_ihl_xor: 0,
     };
 
@@ -120,7 +120,7 @@ impl Ip {
 /// The checks `split_ipv4` promises, written out again.
 fn expected_split(d: &[u8]) -> Option<Received> {
     let ihl = usize::from(d.first()? & 0x0f) * 4;
-    if d[0] >> 4 != 4 || ihl < 20 || d.len() < ihl || d[9] != 112 {
+    if d[0] >> 4 != 4 || ihl < 20 || d.len() < ihl || d[9] != PROTOCOL {
         return None;
     }
     let total = usize::from(u16::from_be_bytes([d[2], d[3]])).min(d.len());
@@ -329,7 +329,7 @@ fuzz_target!(|data: &[u8]| {
             option_words: usize::from(r.u8() % 11),
             padding: usize::from(r.u8() % 32),
             total_change: r.u8().cast_signed(),
-            protocol: 112 ^ r.u8(),
+            protocol: PROTOCOL ^ r.u8(),
             version_ihl_xor: r.u8(),
         }
     };
