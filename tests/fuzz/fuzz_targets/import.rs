@@ -112,9 +112,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::remove_dir_all(dir);
     for (name, text) in &files {
         let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().expect("in the directory")).expect("scratch dir");
-        // A name may be another one's directory: such an input is skipped.
-        if std::fs::write(&path, text).is_err() {
+        // A name may be another one's directory (`a`, `a/b`), in either
+        // order: such an input is skipped.
+        let parent = path.parent().expect("in the directory");
+        if std::fs::create_dir_all(parent).is_err() || std::fs::write(&path, text).is_err() {
             return;
         }
     }
