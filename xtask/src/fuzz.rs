@@ -163,6 +163,10 @@ fn run_one(target: &'static str, seconds: u64) -> Result<Outcome> {
         .with_context(|| format!("cannot run the fuzz target {target}"))?;
     let took = started.elapsed();
     let _ = std::fs::remove_dir_all(&tmp);
+    // This run's directory on the tmpfs, once its last target is gone.
+    if let Some(base) = tmp.parent() {
+        let _ = std::fs::remove_dir(base);
+    }
     let text = std::fs::read_to_string(&log_path)
         .with_context(|| format!("cannot read {}", log_path.display()))?;
     let executions = text.lines().rev().find_map(|l| {
