@@ -37,11 +37,20 @@ pub enum Job {
     Test,
     /// `cargo xtask bench`.
     Bench,
+    /// `cargo xtask fuzz`.
+    Fuzz,
 }
 
 impl Job {
     /// Every job.
-    pub const ALL: [Job; 5] = [Job::Build, Job::Run, Job::Lab, Job::Test, Job::Bench];
+    pub const ALL: [Job; 6] = [
+        Job::Build,
+        Job::Run,
+        Job::Lab,
+        Job::Test,
+        Job::Bench,
+        Job::Fuzz,
+    ];
 
     /// The command line that runs this job.
     #[must_use]
@@ -52,6 +61,7 @@ impl Job {
             Job::Lab => "cargo xtask lab",
             Job::Test => "cargo xtask test",
             Job::Bench => "cargo xtask bench",
+            Job::Fuzz => "cargo xtask fuzz",
         }
     }
 
@@ -73,8 +83,8 @@ pub enum Source {
     Base(&'static str),
     /// rustup's toolchain: the README's one precondition.
     Rustup,
-    /// A binary this project builds: the workspace's (`cargo xtask build`)
-    /// and bpf-linker (built once by xtask).
+    /// A binary this project builds: the workspace's (`cargo xtask build`),
+    /// and bpf-linker and cargo-fuzz (built once by xtask).
     Workspace,
 }
 
@@ -133,6 +143,12 @@ pub const PROGRAMS: &[Program] = &[
         source: Source::Workspace,
         jobs: ALL,
         why: "xtask builds it once against the nightly's LLVM, then checks it runs",
+    },
+    Program {
+        name: "cargo-fuzz",
+        source: Source::Workspace,
+        jobs: &[Job::Test, Job::Fuzz],
+        why: "xtask installs it once from crates.io, then checks its version; `cargo +nightly fuzz` runs the fuzz targets",
     },
     Program {
         name: "apt-get",
@@ -408,6 +424,7 @@ mod tests {
         assert_eq!(packages(Job::Run), ["iproute2", "iputils-ping"]);
         assert_eq!(packages(Job::Lab), ["iproute2"]);
         assert!(packages(Job::Build).is_empty());
+        assert!(packages(Job::Fuzz).is_empty());
     }
 
     /// The README's "Two commands" section names the packages each job

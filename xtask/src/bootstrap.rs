@@ -1,7 +1,7 @@
 //! Installs what building and testing need, once, and finds it again later:
 //! the nightly's `rust-src`, bpf-linker built against the LLVM that ships
-//! inside the nightly toolchain, clippy and rustfmt, and the Debian packages
-//! of a job's programs (`vip_tests::programs::packages`).
+//! inside the nightly toolchain, clippy and rustfmt, cargo-fuzz, and the
+//! Debian packages of a job's programs (`vip_tests::programs::packages`).
 
 use std::{
     ffi::OsString,
@@ -15,24 +15,82 @@ use vip_tests::programs::command;
 
 /// The bpf-linker release this project builds.
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The cargo-fuzz release `cargo xtask fuzz` runs (TOOLCHAIN.md: verified
+/// with this nightly).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"),
+        PathBuf::from,
+    )
+}
 
 /// `$CARGO_HOME/vip-bpf-linker`: bpf-linker and the LLVM links it runs with.
 /// Kept outside `target/` so `cargo clean` does not cost a rebuild.
 pub fn linker_home() -> PathBuf {
-    let cargo_home = std::env::var_os("CARGO_HOME").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"),
-        PathBuf::from,
-    );
-    cargo_home.join("vip-bpf-linker")
+    cargo_home().join("vip-bpf-linker")
+}
+
+/// `$CARGO_HOME/vip-cargo-fuzz`: the cargo-fuzz xtask installed, its own
+/// pinned release whatever else is on `PATH`.
+pub fn cargo_fuzz_home() -> PathBuf {
+    cargo_home().join("vip-cargo-fuzz")
 }
 
 /// `PATH` with bpf-linker's directory first.
 pub fn path_with_linker() -> OsString {
-    let mut paths = vec![linker_home().join("bin")];
+    path_with(&[linker_home().join("bin")])
+}
+
+/// `PATH` with `dirs` first.
+pub fn path_with(dirs: &[PathBuf]) -> OsString {
+    let mut paths = dirs.to_vec();
     paths.extend(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
     ));
     std::env::join_paths(paths).expect("PATH entries have no ':'")
+}
+
+/// The nightly toolchain (the fuzz targets need it, as the XDP build does)
+/// and cargo-fuzz [`CARGO_FUZZ_VERSION`] in [`cargo_fuzz_home`], installed
+/// from crates.io when missing or of another version.
+pub fn cargo_fuzz() -> Result<()> {
+    output(command("rustc")?.args(["+nightly", "--version"])).context(
+        "the fuzz targets need the nightly toolchain (rustup toolchain install nightly)",
+    )?;
+    let home = cargo_fuzz_home();
+    let bin = home.join("bin/cargo-fuzz");
+    let want = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+    let installed = |bin: &Path| -> Result<bool> {
+        Ok(bin.exists()
+            && command(bin)?.arg("--version").output().is_ok_and(|o| {
+                o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == want
+            }))
+    };
+    if installed(&bin)? {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} from crates.io into {} (about a minute, once)",
+        home.display()
+    );
+    let mut c = command(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))?;
+    c.args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+        "--force",
+        "--root",
+    ])
+    .arg(&home);
+    crate::status(c)?;
+    if !installed(&bin)? {
+        bail!("{} does not say `{want}` after its install", bin.display());
+    }
+    Ok(())
 }
 
 fn output(cmd: &mut Command) -> Result<String> {

@@ -1,8 +1,10 @@
-//! `cargo xtask build | run | lab | test | bench`: what a build script cannot
-//! do. Installs the eBPF toolchain (nightly `rust-src`, bpf-linker built
-//! against the nightly's own LLVM) and the Debian packages of the programs
-//! the command starts (`vip_tests::programs`), runs the privileged test suite
-//! (after `cargo fmt --check` and clippy), the netns lab and the benchmarks.
+//! `cargo xtask build | run | lab | test | bench | fuzz`: what a build script
+//! cannot do. Installs the eBPF toolchain (nightly `rust-src`, bpf-linker
+//! built against the nightly's own LLVM), cargo-fuzz, and the Debian packages
+//! of the programs the command starts (`vip_tests::programs`), runs the
+//! privileged test suite (after `cargo fmt --check` and clippy, and before a
+//! short run of each fuzz target), the netns lab, the benchmarks and the
+//! fuzz targets.
 //!
 //! Every step is idempotent: a second run finds what the first installed.
 //! Every program started goes through `vip_tests::programs::command`, so it
@@ -10,6 +12,7 @@
 
 mod bootstrap;
 mod demo;
+mod fuzz;
 
 use std::{
     path::{Path, PathBuf},
@@ -58,6 +61,16 @@ enum Cmd {
     },
     /// Benchmarks, each beside a baseline measured in the same run.
     Bench,
+    /// Builds the cargo-fuzz targets (tests/fuzz) and runs each on its seed
+    /// corpus; fails on a crash.
+    Fuzz {
+        /// One target (default: all).
+        #[arg(value_parser = fuzz::TARGETS)]
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::LONG_SECONDS)]
+        seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +81,7 @@ fn main() -> ExitCode {
         Cmd::Lab { .. } => Job::Lab,
         Cmd::Test { .. } => Job::Test,
         Cmd::Bench => Job::Bench,
+        Cmd::Fuzz { .. } => Job::Fuzz,
     });
     let result = match cli.cmd {
         Cmd::Build { release } => build(release).map(|_| ()),
@@ -75,6 +89,13 @@ fn main() -> ExitCode {
         Cmd::Lab { action } => lab(&action),
         Cmd::Test { args } => test(&args),
         Cmd::Bench => bench(),
+        Cmd::Fuzz { target, seconds } => {
+            let targets: Vec<&'static str> = fuzz::TARGETS
+                .into_iter()
+                .filter(|t| target.as_deref().is_none_or(|want| want == *t))
+                .collect();
+            fuzz::run(&targets, seconds)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -178,7 +199,14 @@ fn test(args: &[String]) -> Result<()> {
     if !args.is_empty() {
         c.arg("--").args(args);
     }
-    run_tests(c)
+    run_tests(c)?;
+    if args.is_empty() {
+        // Each fuzz target briefly on its corpus: a crash fails the command.
+        fuzz::run(&fuzz::TARGETS, fuzz::QUICK_SECONDS)?;
+    } else {
+        println!("fuzz: skipped (a test filter was given); `cargo xtask fuzz` runs the targets");
+    }
+    Ok(())
 }
 
 /// `cargo fmt --check` and `cargo clippy --all-targets -- -D warnings`: style

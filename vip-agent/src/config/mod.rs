@@ -1163,6 +1163,17 @@ backends = [
         assert!(e.message.contains("duplicate key `vips`"), "{e}");
     }
 
+    /// toml gives no message for a value missing at the end of the text;
+    /// the error still says what is wrong (found by the config fuzz target).
+    #[test]
+    fn a_value_missing_at_the_end_is_named() {
+        for (text, line) in [("H=", 1), ("[node]\ninterface = \"eth0\"\nname =  ", 3)] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, Some(line), "{e}");
+            assert_eq!(e.message, "a value is missing after `=`", "{e}");
+        }
+    }
+
     #[test]
     fn load_names_the_unreadable_file() {
         let path = Path::new("/nonexistent/vip-config-test.toml");

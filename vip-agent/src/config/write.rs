@@ -69,16 +69,19 @@ pub fn document(cfg: &Config, comments: &Comments) -> DocumentMut {
 }
 
 /// A duration as config reads it back: whole seconds, else milliseconds,
-/// else microseconds.
+/// else microseconds, else nanoseconds (config takes "250ns" too, and what
+/// is written must read back as it was).
 #[must_use]
 pub fn fmt_duration(d: Duration) -> String {
-    let micros = d.as_micros();
-    if micros.is_multiple_of(1_000_000) {
-        format!("{}s", micros / 1_000_000)
-    } else if micros.is_multiple_of(1000) {
-        format!("{}ms", micros / 1000)
+    let nanos = d.as_nanos();
+    if nanos.is_multiple_of(1_000_000_000) {
+        format!("{}s", nanos / 1_000_000_000)
+    } else if nanos.is_multiple_of(1_000_000) {
+        format!("{}ms", nanos / 1_000_000)
+    } else if nanos.is_multiple_of(1000) {
+        format!("{}us", nanos / 1000)
     } else {
-        format!("{micros}us")
+        format!("{nanos}ns")
     }
 }
 
@@ -471,6 +474,11 @@ backends = [{ address = "10.99.0.13" }]
         assert_eq!(fmt_duration(Duration::from_secs(3)), "3s");
         assert_eq!(fmt_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(fmt_duration(Duration::from_micros(2_718_280)), "2718280us");
+        assert_eq!(fmt_duration(Duration::from_nanos(250)), "250ns");
+        assert_eq!(
+            fmt_duration(Duration::from_nanos(1_000_000_001)),
+            "1000000001ns"
+        );
     }
 
     #[test]
@@ -478,6 +486,17 @@ backends = [{ address = "10.99.0.13" }]
         let cfg = parse(EVERY_KEY);
         let text = to_toml(&cfg);
         assert_eq!(unplaced(parse(&text)), unplaced(cfg), "written:\n{text}");
+    }
+
+    /// Found by the config fuzz target: a timeout of "250ns" passed and
+    /// was written as "0s", which config refuses.
+    #[test]
+    fn a_duration_below_a_microsecond_reads_back() {
+        let cfg = parse(&EVERY_KEY.replace("timeout = \"250ms\"", "timeout = \"250ns\""));
+        assert_eq!(cfg.checks[0].schedule.timeout, Duration::from_nanos(250));
+        let text = to_toml(&cfg);
+        assert!(text.contains("timeout = \"250ns\""), "{text}");
+        assert_eq!(unplaced(parse(&text)), unplaced(cfg));
     }
 
     #[test]

@@ -27,7 +27,8 @@ mod typed;
 
 pub use self::typed::Maps;
 
-/// The XDP object built by `build.rs` from `vip-ebpf`.
+/// The XDP object built by `build.rs` from `vip-ebpf`; empty in a build made
+/// with `AYA_BUILD_SKIP=1` (the fuzz targets'), which cannot load XDP.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vip"));
 
 /// The map table with the flow table sized `flow_table_size`.
@@ -116,6 +117,10 @@ pub enum DataplaneError {
         #[source]
         source: EbpfError,
     },
+    #[error(
+        "this build has no XDP program: it was built with AYA_BUILD_SKIP=1 (as the fuzz targets are); build again without it"
+    )]
+    NoObject,
     #[error("the XDP object has no program `{0}` (build mismatch)")]
     MissingProgram(&'static str),
     #[error("the XDP object has no map `{0}` (build mismatch)")]
@@ -254,6 +259,9 @@ impl Dataplane {
     /// The flow table gets `flow_table_size` entries (`[node]
     /// flow_table_size`; the object declares `vip_common::MAX_FLOWS`).
     pub fn load(pins: Option<&Path>, flow_table_size: u32) -> Result<Self, DataplaneError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(DataplaneError::NoObject);
+        }
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(maps::FLOWS, flow_table_size);
         let paths: Vec<(&str, PathBuf)> = pins

@@ -128,19 +128,56 @@ pub(in crate::import) fn fnmatch(pattern: &str, name: &str) -> bool {
     match_chars(&p, &n)
 }
 
+/// Whether the pattern `p` matches all of `n`.
+///
+/// Every item but `*` matches exactly one character, so after a mismatch
+/// only the last `*` needs to take one character more: earlier ones cannot
+/// help, as the last one can absorb whatever they would. That is at most
+/// `p.len() × n.len()` steps, where trying every split at every `*` took
+/// exponential time (`include` with 28 `*` kept the importer busy for
+/// good; the import fuzz target's input timeout reports such a hang).
 pub(in crate::import) fn match_chars(p: &[char], n: &[char]) -> bool {
-    match p.first() {
-        None => n.is_empty(),
-        Some('*') => (0..=n.len()).any(|i| match_chars(&p[1..], &n[i..])),
-        Some('?') => !n.is_empty() && match_chars(&p[1..], &n[1..]),
-        Some('[') => match (n.first(), bracket(&p[1..], n.first().copied())) {
-            (Some(_), Some((true, used))) => match_chars(&p[1 + used..], &n[1..]),
-            (_, Some((false, _))) | (None, Some(_)) => false,
+    let (mut pi, mut ni) = (0, 0);
+    // Just after the last `*`, and where in the name it took up.
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        if p.get(pi) == Some(&'*') {
+            pi += 1;
+            star = Some((pi, ni));
+            continue;
+        }
+        if pi == p.len() && ni == n.len() {
+            return true;
+        }
+        if let Some(used) = one(&p[pi..], n.get(ni).copied()) {
+            pi += used;
+            ni += 1;
+            continue;
+        }
+        match star {
+            Some((after, from)) if from < n.len() => {
+                star = Some((after, from + 1));
+                (pi, ni) = (after, from + 1);
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// How many pattern characters the item at the start of `p` (not `*`)
+/// takes to match `c`, or `None` if it does not (or `c` is the end).
+fn one(p: &[char], c: Option<char>) -> Option<usize> {
+    let c = c?;
+    match p.first()? {
+        '?' => Some(1),
+        '[' => match bracket(&p[1..], Some(c)) {
+            Some((true, used)) => Some(1 + used),
+            Some((false, _)) => None,
             // No closing ']': a literal '['.
-            (_, None) => n.first() == Some(&'[') && match_chars(&p[1..], &n[1..]),
+            None => (c == '[').then_some(1),
         },
-        Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && match_chars(&p[2..], &n[1..]),
-        Some(c) => n.first() == Some(c) && match_chars(&p[1..], &n[1..]),
+        '\\' if p.len() > 1 => (c == p[1]).then_some(2),
+        first => (c == *first).then_some(1),
     }
 }
 

@@ -420,6 +420,9 @@ mod tests {
         assert!(!fnmatch("[!0-9]*", "5a"));
         assert!(fnmatch("[]x]", "]"));
         assert!(fnmatch("a[", "a["));
+        assert!(fnmatch("a\\*b", "a*b") && !fnmatch("a\\*b", "axb"));
+        assert!(fnmatch("*a*b*", "xxaxxbxx") && !fnmatch("*a*b*", "xxbxxaxx"));
+        assert!(fnmatch("*", "") && !fnmatch("?", ""));
         let expand = |s| expand_braces(s, 16).expect("few");
         assert_eq!(expand("a{b,c{d,e}}f"), ["abf", "acdf", "acef"]);
         assert_eq!(expand("{,x}y"), ["y", "xy"]);
@@ -429,6 +432,64 @@ mod tests {
         // 26 groups would be 67 million patterns: refused after the first 4096.
         let hostile = "{a,b}".repeat(26);
         assert_eq!(expand_braces(&hostile, glob::MAX_EXPANSIONS), None);
+    }
+
+    /// `include` with 28 `*` (its input is in the import fuzz corpus)
+    /// matched each name by trying every split at every `*`, which never
+    /// ended.
+    #[test]
+    fn many_stars_match_in_time() {
+        let started = std::time::Instant::now();
+        let stars = "*".repeat(64);
+        assert!(!fnmatch(
+            &format!("{stars}z"),
+            "keepalived.conf.with.a.long.name"
+        ));
+        assert!(fnmatch(
+            &format!("{stars}e"),
+            "keepalived.conf.with.a.long.name"
+        ));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    mod fnmatch_as_before {
+        use proptest::prelude::*;
+
+        use super::super::glob::{bracket, fnmatch};
+
+        /// The recursive matcher the importer had: slow with many `*`,
+        /// the reference for what matches.
+        fn reference(p: &[char], n: &[char]) -> bool {
+            match p.first() {
+                None => n.is_empty(),
+                Some('*') => (0..=n.len()).any(|i| reference(&p[1..], &n[i..])),
+                Some('?') => !n.is_empty() && reference(&p[1..], &n[1..]),
+                Some('[') => match (n.first(), bracket(&p[1..], n.first().copied())) {
+                    (Some(_), Some((true, used))) => reference(&p[1 + used..], &n[1..]),
+                    (_, Some((false, _))) | (None, Some(_)) => false,
+                    (_, None) => n.first() == Some(&'[') && reference(&p[1..], &n[1..]),
+                },
+                Some('\\') if p.len() > 1 => {
+                    n.first() == Some(&p[1]) && reference(&p[2..], &n[1..])
+                }
+                Some(c) => n.first() == Some(c) && reference(&p[1..], &n[1..]),
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn matches_what_the_recursive_matcher_matched(
+                p in "[ab*?\\[\\]!^\\\\-]{0,10}",
+                n in "[ab\\[\\]*?\\\\-]{0,10}",
+            ) {
+                let (pc, nc): (Vec<char>, Vec<char>) = (p.chars().collect(), n.chars().collect());
+                prop_assert_eq!(fnmatch(&p, &n), reference(&pc, &nc), "{:?} on {:?}", p, n);
+            }
+        }
     }
 
     #[test]

@@ -168,10 +168,12 @@ impl Instance {
         }
     }
 
-    /// Runs the receive checks on `pkt`; on success feeds the machine.
+    /// Runs the receive checks on `pkt` in their documented order (the
+    /// length check in its place, inside `AdvertRepr::parse`); on success
+    /// feeds the machine.
     pub fn receive(&mut self, now: Instant, pkt: &Received) {
         let checked = check_ttl(pkt.ttl).and_then(|()| {
-            let packet = Packet::new_checked(&pkt.payload[..])?;
+            let packet = Packet::new_unchecked(&pkt.payload[..]);
             AdvertRepr::parse(&packet, pkt.src, pkt.dst, &self.parse_options())
         });
         match checked {
@@ -848,6 +850,24 @@ mod tests {
         assert_eq!(i.dropped.get("ttl"), Some(&1));
         assert_eq!(i.dropped.get("address_mismatch"), None);
         assert_eq!(i.machine.state(), State::Master);
+    }
+
+    #[test]
+    fn receive_counts_each_drop_by_the_first_check_it_fails() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        // A short message of another version fails the version check,
+        // which runs before the length check (packet's module docs).
+        let mut pkt = advert(PEER, 200, vec![OURS]);
+        pkt.payload[0] = 0x41;
+        pkt.payload.truncate(4);
+        i.receive(t0, &pkt);
+        // Of our version, the same length is a length drop.
+        pkt.payload[0] = 0x31;
+        i.receive(t0, &pkt);
+        assert_eq!(i.dropped.get("version"), Some(&1));
+        assert_eq!(i.dropped.get("length"), Some(&1));
+        assert_eq!(i.received, 0);
     }
 
     #[test]

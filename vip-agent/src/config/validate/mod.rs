@@ -72,6 +72,17 @@ impl Source<'_> {
         self.text.as_bytes()[..end].split(|&b| b == b'\n').count()
     }
 
+    /// The message for a toml error that has none, at byte `at`.
+    fn unexplained(&self, at: usize) -> String {
+        let before = self.text.get(..at).unwrap_or(self.text);
+        let line = before.rsplit('\n').next().unwrap_or_default();
+        if line.trim_end().ends_with('=') {
+            "a value is missing after `=`".to_owned()
+        } else {
+            format!("not valid TOML at column {}", line.chars().count() + 1)
+        }
+    }
+
     pub(in crate::config) fn error(&self, at: usize, key: &str, message: String) -> ConfigError {
         ConfigError {
             path: self.path.to_owned(),
@@ -107,6 +118,13 @@ impl Source<'_> {
                 join(&located, name)
             };
             (key, format!("unknown key; {expected}"))
+        } else if message.is_empty() {
+            // toml says nothing where a value is missing at the end of the
+            // text (`a =`); the span is where the value should start.
+            (
+                located,
+                self.unexplained(span.as_ref().map_or(0, |s| s.start)),
+            )
         } else {
             (located, message.to_owned())
         };
