@@ -196,15 +196,5 @@ fn main() {
             "not measurable on this kernel: keepalived's checker programs IPVS (`virtual_server`), and this kernel has no IP_VS (/proc/net/ip_vs is absent, no module loader)"
         }
     );
-    print!("{md}");
-    if let Ok(path) = std::env::var("VIP_BENCH_REPORT") {
-        use std::io::Write as _;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(path)
-        {
-            let _ = f.write_all(md.as_bytes());
-        }
-    }
+    vip_tests::publish(&md);
 }

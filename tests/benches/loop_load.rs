@@ -91,34 +91,6 @@ fn neighbours(lab: &Lab) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Adverts from lb1 as lb2 receives them, until `stop`.
-fn capture(lab: &Lab, stop: &Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Instant>> {
-    let stop = Arc::clone(stop);
-    lab.spawn_thread_in("lb2", move || {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let mut seen = Vec::new();
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok(n) = s.recv(&mut buf) {
-                let at = Instant::now();
-                // SAFETY: recv initialised the first n bytes.
-                let b: Vec<u8> = buf[..n]
-                    .iter()
-                    .map(|x| unsafe { x.assume_init() })
-                    .collect();
-                let ihl = usize::from(b[0] & 0x0f) * 4;
-                if n > ihl + 2 && Ipv4Addr::new(b[12], b[13], b[14], b[15]) == LB1 && b[ihl + 2] > 0
-                {
-                    seen.push(at);
-                }
-            }
-        }
-        seen
-    })
-}
-
 /// The heartbeat's age, sampled every millisecond, as (time, age).
 fn sample_heartbeat(
     agent: &Agent,
@@ -219,7 +191,7 @@ fn longest(times: &[Instant], from: Instant, to: Instant) -> Option<Duration> {
         .copied()
         .filter(|t| *t >= from && *t < to)
         .collect();
-    w.windows(2).map(|p| p[1] - p[0]).max()
+    common::longest_gap(&w)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -353,7 +325,7 @@ fn main() {
     let before = (transitions(&lb1), transitions(&lb2));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let adverts = capture(&lab, &stop);
+    let adverts = common::hear_adverts(&lab, "lb2", LB1, &stop);
     let beats = sample_heartbeat(&lb1, &stop);
 
     let idle_from = Instant::now();
@@ -397,15 +369,7 @@ fn main() {
         ),
         reloads,
     });
-    println!("{md}");
-    if let Some(path) = std::env::var_os("VIP_BENCH_REPORT") {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .expect("open the report");
-        f.write_all(md.as_bytes()).expect("append to the report");
-    }
+    vip_tests::publish(&md);
     drop(lb1);
     drop(lb2);
 }

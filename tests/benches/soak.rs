@@ -11,7 +11,6 @@ use vip_tests::kit as common;
 
 use std::{
     fmt::Write as _,
-    io::Write as _,
     net::Ipv4Addr,
     sync::{
         Arc,
@@ -61,40 +60,6 @@ fn busy_loops(stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
         .collect()
 }
 
-/// How many adverts from lb1 lb2's namespace hears until `stop`, and the
-/// longest gap between two.
-fn adverts_heard(
-    lab: &vip_tests::lab::Lab,
-    stop: &Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(u64, Duration)> {
-    let stop = Arc::clone(stop);
-    lab.spawn_thread_in("lb2", move || {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let (mut last, mut longest, mut heard) = (None::<Instant>, Duration::ZERO, 0u64);
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok(n) = s.recv(&mut buf) {
-                let at = Instant::now();
-                // SAFETY: recv initialised the first n bytes.
-                let b: Vec<u8> = buf[..n]
-                    .iter()
-                    .map(|x| unsafe { x.assume_init() })
-                    .collect();
-                if n >= 20 && Ipv4Addr::new(b[12], b[13], b[14], b[15]) == LB1 {
-                    heard += 1;
-                    if let Some(l) = last {
-                        longest = longest.max(at - l);
-                    }
-                    last = Some(at);
-                }
-            }
-        }
-        (heard, longest)
-    })
-}
-
 fn main() {
     if !is_root() {
         eprintln!(
@@ -130,7 +95,7 @@ fn main() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let busy = busy_loops(&stop);
-    let adverts = adverts_heard(&lab, &stop);
+    let adverts = common::hear_adverts(&lab, "lb2", LB1, &stop);
     let cpu0 = (Instant::now(), cpu_seconds(pid));
     // The client: a connection through the VIP every 10 ms, bounded by the
     // run's length.
@@ -155,7 +120,11 @@ fn main() {
     for t in busy {
         let _ = t.join();
     }
-    let (heard, longest) = adverts.join().expect("capture");
+    let adverts = adverts.join().expect("capture");
+    let (heard, longest) = (
+        adverts.len(),
+        common::longest_gap(&adverts).unwrap_or_default(),
+    );
     let after = (transitions(&lb1), transitions(&lb2));
 
     let mut md = String::new();
@@ -180,15 +149,7 @@ fn main() {
         longest.as_secs_f64() * 1e3,
         cpu * 100.0
     );
-    println!("{md}");
-    if let Some(path) = std::env::var_os("VIP_BENCH_REPORT") {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .expect("open the report");
-        f.write_all(md.as_bytes()).expect("append to the report");
-    }
+    vip_tests::publish(&md);
     drop(lb1);
     drop(lb2);
 }

@@ -20,6 +20,24 @@ pub mod sys;
 #[cfg(feature = "agent")]
 pub mod xdp;
 
+/// Prints a benchmark's markdown section and appends it to the report
+/// named by `VIP_BENCH_REPORT` (`cargo xtask bench` sets it), when set.
+///
+/// # Panics
+/// When the report cannot be opened or written.
+pub fn publish(md: &str) {
+    use std::io::Write as _;
+    println!("{md}");
+    if let Some(path) = std::env::var_os("VIP_BENCH_REPORT") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("open the report");
+        f.write_all(md.as_bytes()).expect("append to the report");
+    }
+}
+
 /// "N CPU(s), <model>; kernel <release>": printed beside benchmark numbers.
 #[must_use]
 pub fn machine_summary() -> String {

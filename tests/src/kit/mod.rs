@@ -19,6 +19,10 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -223,4 +227,47 @@ impl Drop for DirGuard {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// When each VRRP advert from `from` with a priority above 0 reached
+/// `node`'s namespace (a raw socket of the caller's, stamped on receipt),
+/// until `stop` is set.
+pub fn hear_adverts(
+    lab: &Lab,
+    node: &str,
+    from: Ipv4Addr,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Instant>> {
+    let stop = Arc::clone(stop);
+    lab.spawn_thread_in(node, move || {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(n) = s.recv(&mut buf) {
+                let at = Instant::now();
+                // SAFETY: recv initialised the first n bytes.
+                let b: Vec<u8> = buf[..n]
+                    .iter()
+                    .map(|x| unsafe { x.assume_init() })
+                    .collect();
+                let ihl = usize::from(b[0] & 0x0f) * 4;
+                if n > ihl + 2
+                    && Ipv4Addr::new(b[12], b[13], b[14], b[15]) == from
+                    && b[ihl + 2] > 0
+                {
+                    seen.push(at);
+                }
+            }
+        }
+        seen
+    })
+}
+
+/// The longest time between two consecutive `times`.
+#[must_use]
+pub fn longest_gap(times: &[Instant]) -> Option<Duration> {
+    times.windows(2).map(|p| p[1] - p[0]).max()
 }
