@@ -157,6 +157,9 @@ pub struct InstanceStatus {
     pub priority: u8,
     pub base_priority: u8,
     pub vips: Vec<Ipv4Addr>,
+    /// The 802.1Q VLAN of each VIP that names one (the others are untagged).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vlans: BTreeMap<Ipv4Addr, u16>,
     /// Seconds in the current state.
     pub since_s: f64,
     pub transitions: u64,
@@ -495,6 +498,25 @@ pub fn request(path: &Path, command: Command, timeout: Duration) -> Result<Reply
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_shows_its_vlans_and_an_older_status_without_them_reads() {
+        let vip = Ipv4Addr::new(10, 99, 0, 101);
+        let i = InstanceStatus {
+            name: "VI_1".into(),
+            vips: vec![Ipv4Addr::new(10, 99, 0, 100), vip],
+            vlans: BTreeMap::from([(vip, 100)]),
+            ..InstanceStatus::default()
+        };
+        let json = serde_json::to_value(&i).unwrap();
+        assert_eq!(json["vlans"], serde_json::json!({ "10.99.0.101": 100 }));
+        assert_eq!(serde_json::from_value::<InstanceStatus>(json).unwrap(), i);
+        let mut old = serde_json::to_value(InstanceStatus::default()).unwrap();
+        assert!(old.get("vlans").is_none(), "untagged: no key");
+        old.as_object_mut().unwrap().remove("vlans");
+        let read: InstanceStatus = serde_json::from_value(old).unwrap();
+        assert!(read.vlans.is_empty());
+    }
 
     #[test]
     fn requests_parse_and_bad_ones_say_why() {

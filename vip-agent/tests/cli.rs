@@ -68,6 +68,46 @@ fn unknown_key_exits_2_naming_key_and_line() {
     );
 }
 
+const VLAN: &str = r#"[node]
+interface = "eth0"
+name = "lb1"
+
+[[vrrp]]
+name = "VI_1"
+vrid = 51
+vips = ["10.99.0.100",
+  { address = "10.99.0.101", vlan = 100 }]
+"#;
+
+#[test]
+fn a_vlan_vip_is_accepted_and_a_bad_vlan_exits_2_naming_key_and_line() {
+    let p = write("vlan.toml", VLAN);
+    let (code, out, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 0, "stdout {out} stderr {err}");
+    assert!(out.contains("OK"), "{out}");
+    for (name, vlan, said) in [
+        (
+            "vlan0.toml",
+            "0",
+            "0 is out of range: an 802.1Q VLAN id must be 1..=4094",
+        ),
+        ("vlan4095.toml", "4095", "4095 is out of range"),
+        (
+            "vlanx.toml",
+            "\"x\"",
+            "invalid type: string \"x\", expected an integer",
+        ),
+    ] {
+        let p = write(name, &VLAN.replace("vlan = 100", &format!("vlan = {vlan}")));
+        let (code, _, err) = agent(&["--config", p.to_str().unwrap(), "--check"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains(&format!("{name}:9: vrrp[0].vips[1].vlan: {said}")),
+            "file, line 9, key and reason named: {err}"
+        );
+    }
+}
+
 #[test]
 fn missing_file_exits_2() {
     let (code, _, err) = agent(&["--config", "/nonexistent/vip.toml", "--check"]);

@@ -261,6 +261,10 @@ pub mod counter {
         /// from a port with no service. `XDP_PASS`, as before vip steered
         /// such messages.
         PASS_ICMP_OTHER = "pass_icmp_other",
+        /// An ARP request or IPv4 packet for a VIP that arrived on another
+        /// VLAN than the VIP's (`[[vrrp]] vips = [{ address, vlan }]`; an
+        /// untagged or VID-0 frame is on no VLAN): not for us, `XDP_PASS`.
+        VLAN_MISMATCH = "vlan_mismatch",
         /// Not a verdict: a forwarded packet whose flow was in the flow table.
         FLOW_HIT = "flow_hit",
         /// Not a verdict: a forwarded packet that created a flow-table entry.
@@ -293,6 +297,11 @@ pub struct VipState {
     /// 1: this node holds the VIP (answers ARP and ICMP echo, forwards).
     pub active: u8,
     pub _pad: u8,
+    /// The 802.1Q VLAN id (1..=4094) the VIP is answered and forwarded on,
+    /// host order; 0: untagged (or priority-tagged, VID 0) frames only. A
+    /// frame on another VLAN is not for this VIP
+    /// ([`counter::VLAN_MISMATCH`]).
+    pub vlan: u16,
 }
 
 /// Key of [`maps::SERVICES`].
@@ -507,7 +516,11 @@ mod tests {
 
     #[test]
     fn verdicts_and_events_are_apart() {
-        for c in [counter::DROP_MARTIAN, counter::PASS_ICMP_OTHER] {
+        for c in [
+            counter::DROP_MARTIAN,
+            counter::PASS_ICMP_OTHER,
+            counter::VLAN_MISMATCH,
+        ] {
             assert!(
                 counter::VERDICTS.contains(&c),
                 "{}",
@@ -528,6 +541,10 @@ mod tests {
             );
         }
         assert_eq!(counter::NAMES[counter::FLOW_MISS as usize], "flow_miss");
+        assert_eq!(
+            counter::NAMES[counter::VLAN_MISMATCH as usize],
+            "vlan_mismatch"
+        );
         assert_eq!(counter::COUNT as usize, counter::NAMES.len());
     }
 }

@@ -8,6 +8,8 @@ use aya_ebpf::programs::XdpContext;
 pub const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
 pub const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
 pub const ETH_P_8021Q: [u8; 2] = [0x81, 0x00];
+/// The VLAN id bits of an 802.1Q tag's TCI (the rest: priority and DEI).
+pub const VLAN_VID_MASK: u16 = 0x0fff;
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;

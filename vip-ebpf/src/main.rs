@@ -9,6 +9,8 @@
 //! - TCP/UDP to a configured (VIP, port): flow table, else the service's live
 //!   Maglev half; MACs rewritten; `XDP_TX` (same link), `XDP_REDIRECT` (other
 //!   link) or `XDP_PASS` (backend on this node);
+//! - any of these for a VIP on another 802.1Q VLAN than the frame's (an
+//!   untagged or VID-0 frame is on none): `XDP_PASS` (`vlan_mismatch`);
 //! - everything else: `XDP_PASS`.
 //!
 //! Every frame moves `RX` and exactly one verdict counter. No policy lives here:
@@ -32,7 +34,7 @@ use headers::{
     ARP_HTYPE_ETHER, ARP_OP_REPLY, ARP_OP_REQUEST, ArpHdr, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4,
     EthHdr, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED,
     IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IcmpHdr, Ipv4Hdr, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
-    TcpHdr, UdpHdr, VlanHdr, csum_replace, ptr_at, tcp_checksum,
+    TcpHdr, UdpHdr, VLAN_VID_MASK, VlanHdr, csum_replace, ptr_at, tcp_checksum,
 };
 use vip_common::{
     BACKEND_DOWN, BACKEND_ENABLED, BACKEND_LOCAL, Backend, BackendStats, FlowKey, FlowValue,
@@ -112,6 +114,7 @@ const DROP_REDIRECT: Verdict = verdict(XDP_DROP, counter::DROP_REDIRECT);
 const TCP_RESET: Verdict = verdict(XDP_TX, counter::TCP_RESET);
 const DROP_MARTIAN: Verdict = verdict(XDP_DROP, counter::DROP_MARTIAN);
 const PASS_ICMP_OTHER: Verdict = verdict(XDP_PASS, counter::PASS_ICMP_OTHER);
+const VLAN_MISMATCH: Verdict = verdict(XDP_PASS, counter::VLAN_MISMATCH);
 
 /// What `forward` decided.
 enum Steer {
@@ -167,23 +170,30 @@ fn process(ctx: &XdpContext) -> Verdict {
     let mut l3 = core::mem::size_of::<EthHdr>();
     // SAFETY: bounds-checked by ptr_at.
     let mut ethertype = unsafe { (*eth).ethertype };
+    // The VLAN id the frame is on; 0 for an untagged or priority-tagged
+    // (VID 0) frame. A second tag (QinQ, or 802.1ad's 0x88a8 outer tag)
+    // leaves an ethertype below that is neither ARP nor IPv4: passed as
+    // not ours (`pass_other`), since no VIP lives on a stacked VLAN.
+    let mut vlan = 0;
     if ethertype == ETH_P_8021Q {
-        let Some(vlan) = ptr_at::<VlanHdr>(ctx, l3) else {
+        let Some(tag) = ptr_at::<VlanHdr>(ctx, l3) else {
             return PASS_MALFORMED;
         };
         // SAFETY: bounds-checked by ptr_at.
-        ethertype = unsafe { (*vlan).ethertype };
+        let tag = unsafe { &*tag };
+        ethertype = tag.ethertype;
+        vlan = u16::from_be_bytes(tag.tci) & VLAN_VID_MASK;
         l3 += core::mem::size_of::<VlanHdr>();
     }
     match ethertype {
-        ETH_P_ARP => arp(ctx, eth, l3),
-        ETH_P_IPV4 => ipv4(ctx, eth, l3),
+        ETH_P_ARP => arp(ctx, eth, l3, vlan),
+        ETH_P_IPV4 => ipv4(ctx, eth, l3, vlan),
         _ => PASS_OTHER,
     }
 }
 
 #[inline(always)]
-fn arp(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
+fn arp(ctx: &XdpContext, eth: *mut EthHdr, off: usize, vlan: u16) -> Verdict {
     let Some(arp) = ptr_at::<ArpHdr>(ctx, off) else {
         return PASS_MALFORMED;
     };
@@ -201,6 +211,12 @@ fn arp(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
     let Some(vip) = vip_state(u32::from_ne_bytes(target)) else {
         return PASS_OTHER;
     };
+    // Asked on another VLAN than the VIP's: the address there is someone
+    // else's. The reply below is written in place, so the tag (VID and
+    // priority) stays.
+    if vip.vlan != vlan {
+        return VLAN_MISMATCH;
+    }
     if vip.active == 0 {
         return PASS_INACTIVE;
     }
@@ -223,7 +239,7 @@ fn arp(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
+fn ipv4(ctx: &XdpContext, eth: *mut EthHdr, off: usize, vlan: u16) -> Verdict {
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, off) else {
         return PASS_MALFORMED;
     };
@@ -232,6 +248,12 @@ fn ipv4(ctx: &XdpContext, eth: *mut EthHdr, off: usize) -> Verdict {
     let Some(vip) = vip_state(u32::from_ne_bytes(ip.daddr)) else {
         return PASS_OTHER;
     };
+    // Echo, forwarding, ICMP errors and resets alike: only on the VIP's
+    // VLAN. Every offset below starts at `off`, past the tag; answers and
+    // forwarded frames rewrite only MACs and what follows the tag.
+    if vip.vlan != vlan {
+        return VLAN_MISMATCH;
+    }
     if vip.active == 0 {
         return PASS_INACTIVE;
     }

@@ -78,6 +78,7 @@ pub fn vrrp(name: &str, vrid: u8, priority: u8, vips: &[Ipv4Addr]) -> Vrrp {
         unicast_peers: Vec::new(),
         auth_pass: None,
         vips: vips.to_vec(),
+        vlans: std::collections::BTreeMap::new(),
         virtual_mac: false,
         garp: Garp::default(),
         track: Vec::new(),

@@ -19,7 +19,7 @@ use crate::kit::config as kit;
 
 use super::{
     AMQP, AMQPS_LOCAL, BACKENDS, DNS_UDP, EMPTY, LB, LB_MAC, REMOTE, REMOTE_LINK, REMOTE_MAC,
-    REMOTE_SRC_MAC, UNRESOLVED, VIP, VIP_INACTIVE, hex, test_run,
+    REMOTE_SRC_MAC, UNRESOLVED, VIP, VIP_INACTIVE, VIP_VLAN, VLAN, hex, test_run,
 };
 
 /// The program loaded with: [`VIP`] active (answers with [`LB_MAC`]),
@@ -28,7 +28,9 @@ use super::{
 /// [`BACKENDS`] on the ingress link, VIP:[`AMQPS_LOCAL`]/tcp over a backend
 /// on this node, VIP:[`REMOTE_LINK`]/tcp over [`REMOTE`] behind another link
 /// (veth `vr0`), VIP:[`EMPTY`]/tcp whose one backend has no known MAC (so
-/// an empty table); every service keeps the flows of a down backend
+/// an empty table); [`VIP_VLAN`] on VLAN [`VLAN`], active (its VRRP
+/// instance is master), with `VIP_VLAN`:[`AMQP`]/tcp over the [`BACKENDS`];
+/// every service keeps the flows of a down backend
 /// (`on_backend_down = "keep"`); a heartbeat an hour long.
 pub struct Fixture {
     pub dp: Dataplane,
@@ -45,7 +47,8 @@ pub struct Fixture {
     iface: Iface,
     /// The resolved MACs of the backends that are not on this node.
     macs: BTreeMap<Ipv4Addr, Resolved>,
-    /// The VIPs of the config's VRRP instance, with its state: backup.
+    /// The VIPs of the config's VRRP instances, with their states: `VI_1`
+    /// backup, `VI_2` (the VLAN VIP's) master.
     vrrp: BTreeMap<Ipv4Addr, VipState>,
     /// What [`apply`] last wrote.
     plan: Option<Plan>,
@@ -74,7 +77,7 @@ fn ifindex(name: &str) -> u32 {
 
 /// The fixture's config. Every service keeps the flows of a down backend
 /// (a test sets another policy through [`Fixture::service_mut`]); the VRRP
-/// instance is backup on this node.
+/// instance `VI_1` is backup on this node, `VI_2` (`VIP_VLAN` on VLAN 100) master.
 fn config() -> Config {
     let lan: Vec<Ipv4Addr> = BACKENDS.iter().map(|(a, _)| *a).collect();
     let keep = |mut s: Service, backends: &[Ipv4Addr]| {
@@ -90,9 +93,11 @@ fn config() -> Config {
     };
     let mut vrrp = kit::vrrp("VI_1", 51, 100, &[VIP_INACTIVE]);
     vrrp.election.advert_interval = Duration::from_millis(10);
+    let mut tagged = kit::vrrp("VI_2", 52, 100, &[VIP_VLAN]);
+    tagged.vlans.insert(VIP_VLAN, VLAN);
     Config {
         node: kit::node_defaults("lo", "lb1"),
-        vrrp: vec![vrrp],
+        vrrp: vec![vrrp, tagged],
         checks: Vec::new(),
         services: vec![
             keep(kit::service(VIP, AMQP, &[]), &lan),
@@ -100,6 +105,7 @@ fn config() -> Config {
             keep(kit::service(VIP, AMQPS_LOCAL, &[]), &[LB]),
             keep(kit::service(VIP, REMOTE_LINK, &[]), &[REMOTE]),
             keep(kit::service(VIP, EMPTY, &[]), &[UNRESOLVED]),
+            keep(kit::service(VIP_VLAN, AMQP, &[]), &lan),
         ],
     }
 }
@@ -136,15 +142,22 @@ impl Fixture {
                 local: false,
             },
         );
-        let backup = VipState {
+        let config = config();
+        // What the VRRP instances write (`Runtime::vip_states`).
+        let state = |vip: Ipv4Addr, active: u8| VipState {
             mac: LB_MAC,
-            active: 0,
+            active,
             _pad: 0,
+            vlan: config.vlan_of(vip),
         };
+        let vrrp = BTreeMap::from([
+            (VIP_INACTIVE, state(VIP_INACTIVE, 0)),
+            (VIP_VLAN, state(VIP_VLAN, 1)),
+        ]);
         let mut fx = Self {
             dp: Dataplane::load(None, vip_agent::config::DEFAULT_FLOW_TABLE_SIZE)
                 .expect("load the XDP object"),
-            config: config(),
+            config,
             steering: Steering::default(),
             ids: Ids::default(),
             iface: Iface {
@@ -154,7 +167,7 @@ impl Fixture {
                 addrs: vec![(LB, 24)],
             },
             macs,
-            vrrp: BTreeMap::from([(VIP_INACTIVE, backup)]),
+            vrrp,
             plan: None,
         };
         fx.provision();
@@ -181,11 +194,16 @@ impl Fixture {
 
     /// The configured service on VIP:`port` over `proto`.
     pub fn service_mut(&mut self, port: u16, proto: Proto) -> &mut Service {
+        self.service_on_mut(VIP, port, proto)
+    }
+
+    /// The configured service on `vip`:`port` over `proto`.
+    pub fn service_on_mut(&mut self, vip: Ipv4Addr, port: u16, proto: Proto) -> &mut Service {
         self.config
             .services
             .iter_mut()
-            .find(|s| service_ident(s) == (VIP, port, proto))
-            .unwrap_or_else(|| panic!("no service on port {port}/{proto}"))
+            .find(|s| service_ident(s) == (vip, port, proto))
+            .unwrap_or_else(|| panic!("no service on {vip}:{port}/{proto}"))
     }
 
     /// The id the agent gave backend `addr` of `service`.

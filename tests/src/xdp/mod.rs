@@ -37,6 +37,11 @@ pub const XDP_REDIRECT: u32 = 4;
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
 /// A VIP of a VRRP instance that is backup on this node.
 pub const VIP_INACTIVE: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 101);
+/// A VIP on 802.1Q VLAN [`VLAN`], of a VRRP instance that is master on this
+/// node, with a service on [`AMQP`] over [`BACKENDS`].
+pub const VIP_VLAN: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 102);
+/// The VLAN id of [`VIP_VLAN`].
+pub const VLAN: u16 = 100;
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
 /// An address on the LAN that is no VIP.
 pub const OTHER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 50);
@@ -141,6 +146,12 @@ pub fn verdict_name(v: u32) -> &'static str {
 #[must_use]
 pub fn flow(src: Ipv4Addr, sport: u16, dport: u16, proto: Proto) -> FlowKey {
     FlowKey::new(src.octets(), sport, VIP.octets(), dport, proto)
+}
+
+/// The flow `src:sport -> vip:dport`.
+#[must_use]
+pub fn flow_to(src: Ipv4Addr, sport: u16, vip: Ipv4Addr, dport: u16, proto: Proto) -> FlowKey {
+    FlowKey::new(src.octets(), sport, vip.octets(), dport, proto)
 }
 
 /// `ipv4` carrying `l4`, from the client to the node's MAC.

@@ -25,9 +25,9 @@ pub fn arp_cases() -> Vec<Case> {
             counter: counter::ARP_REPLY,
         },
         Case {
-            what: "tagged ARP request: reply keeps the tag",
-            frame: tagged(42, &arp_request(VIP)),
-            out: Out::Bytes(XDP_TX, tagged(42, &arp_reply())),
+            what: "priority-tagged (PCP 5, VID 0) ARP request for an untagged VIP: reply keeps the tag",
+            frame: tagged(0xa000, &arp_request(VIP)),
+            out: Out::Bytes(XDP_TX, tagged(0xa000, &arp_reply())),
             counter: counter::ARP_REPLY,
         },
         Case {

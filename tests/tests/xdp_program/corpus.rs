@@ -4,8 +4,9 @@ use vip_common::counter;
 use vip_tests::{
     frames::{Ipv4, Rng, TCP_ACK, TCP_SYN, checksum, icmp_echo, tcp},
     xdp::{
-        AMQP, CLIENT, DNS_UDP, VIP, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, arp_request,
-        client_frame, hex, tagged, tcp_frame, test_run, udp_frame, verdict_name, with_fixture,
+        AMQP, CLIENT, DNS_UDP, VIP, VIP_VLAN, VLAN, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
+        arp_request, client_frame, hex, tagged, tcp_frame, test_run, udp_frame, verdict_name,
+        with_fixture,
     },
 };
 
@@ -28,9 +29,9 @@ fn random_corpus() {
         fx.dp.reset_counters().unwrap();
         let seeds = [
             arp_request(VIP),
-            tagged(9, &arp_request(VIP)),
+            tagged(VLAN, &arp_request(VIP_VLAN)),
             tcp_frame(VIP, 44000, AMQP, TCP_SYN, &[]),
-            tagged(3, &tcp_frame(VIP, 44001, AMQP, TCP_ACK, b"data")),
+            tagged(VLAN, &tcp_frame(VIP_VLAN, 44001, AMQP, TCP_ACK, b"data")),
             udp_frame(DNS_UDP, b"q"),
             client_frame(&Ipv4::new(CLIENT, VIP, 1), &icmp_echo(8, 1, 1, b"x")),
             client_frame(&Ipv4::new(CLIENT, VIP, 1), &frag_needed()),

@@ -30,7 +30,8 @@ pub fn cases(fx: &Fixture) -> (Vec<Case>, FirstFlow) {
     assert_ne!(id, NO_BACKEND);
     let bmac = fx.backend_mac(id);
     let data = tcp_frame(VIP, 40001, AMQP, TCP_ACK | TCP_PSH, b"AMQP\x00\x00\x09\x01");
-    let tagged_syn = tagged(7, &tcp_frame(VIP, 40002, AMQP, TCP_SYN, &[]));
+    // Priority-tagged (PCP 3, VID 0): on no VLAN, like the untagged VIP.
+    let tagged_syn = tagged(0x6000, &tcp_frame(VIP, 40002, AMQP, TCP_SYN, &[]));
     let tagged_id = fx.expected_backend(flow(CLIENT, 40002, AMQP, Proto::Tcp));
     let udp_req = udp_frame(DNS_UDP, b"hello");
     let udp_id = fx.expected_backend(flow(CLIENT, 40000, DNS_UDP, Proto::Udp));
@@ -50,7 +51,7 @@ pub fn cases(fx: &Fixture) -> (Vec<Case>, FirstFlow) {
             counter: counter::FWD_TX,
         },
         Case {
-            what: "tagged TCP SYN: forwarded, tag kept",
+            what: "priority-tagged TCP SYN: forwarded, tag kept",
             frame: tagged_syn.clone(),
             out: Out::Bytes(
                 XDP_TX,

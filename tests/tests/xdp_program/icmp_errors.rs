@@ -164,10 +164,11 @@ fn icmp_errors_go_to_the_flows_backend() {
             );
             expect(fx, what, &frame, &want);
         }
-        let tagged_error = tagged(7, &frag_needed(minimal));
+        // Priority-tagged (VID 0): the untagged VIP's (vlan.rs has VLAN 100).
+        let tagged_error = tagged(0x2000, &frag_needed(minimal));
         expect(
             fx,
-            "tagged frag-needed",
+            "priority-tagged frag-needed",
             &tagged_error,
             &forwarded(
                 XDP_TX,

@@ -5,8 +5,8 @@
 //! what it steers ([`forwarding`]); flows of a down backend under each
 //! policy ([`down_backends`]); every truncation point of every header and
 //! malformed headers ([`malformed`]); a stale heartbeat ([`heartbeat`]); a
-//! seeded random corpus whose counters must add up ([`corpus`]); and pins of
-//! another map layout ([`pins`]).
+//! seeded random corpus whose counters must add up ([`corpus`]); pins of
+//! another map layout ([`pins`]); and VIPs on an 802.1Q VLAN ([`vlan`]).
 //!
 //! Needs root (`CAP_BPF` + `CAP_NET_ADMIN`); each test runs on a thread that
 //! has entered a fresh network namespace.
@@ -25,6 +25,7 @@ mod icmp_errors;
 mod malformed;
 mod martians;
 mod pins;
+mod vlan;
 
 use vip_tests::xdp::{check, with_fixture};
 

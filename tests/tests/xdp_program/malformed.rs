@@ -5,8 +5,8 @@ use vip_common::{Proto, counter};
 use vip_tests::{
     frames::{Ipv4, TCP_ACK, TCP_SYN, icmp_echo, tcp},
     xdp::{
-        AMQP, CLIENT, Case, DNS_UDP, LB_MAC, Out, VIP, XDP_DROP, XDP_PASS, XDP_TX, arp_request,
-        check, client_frame, flow, hex, tagged, tcp_frame, udp_frame, verdict_name,
+        AMQP, CLIENT, Case, DNS_UDP, LB_MAC, Out, VIP, VIP_VLAN, VLAN, XDP_DROP, XDP_PASS, XDP_TX,
+        arp_request, check, client_frame, flow, hex, tagged, tcp_frame, udp_frame, verdict_name,
         with_backend_macs, with_fixture,
     },
 };
@@ -20,7 +20,12 @@ fn every_truncation() {
         // (name, frame, l3 offset, kind)
         let frames: Vec<(&str, Vec<u8>, usize, &str)> = vec![
             ("ARP", arp_request(VIP), 14, "arp"),
-            ("tagged ARP", tagged(5, &arp_request(VIP)), 18, "arp"),
+            (
+                "tagged ARP",
+                tagged(VLAN, &arp_request(VIP_VLAN)),
+                18,
+                "arp",
+            ),
             (
                 "TCP",
                 tcp_frame(VIP, 42000, AMQP, TCP_ACK, b"payload!"),
@@ -29,7 +34,10 @@ fn every_truncation() {
             ),
             (
                 "tagged TCP",
-                tagged(5, &tcp_frame(VIP, 42001, AMQP, TCP_ACK, b"payload!")),
+                tagged(
+                    VLAN,
+                    &tcp_frame(VIP_VLAN, 42001, AMQP, TCP_ACK, b"payload!"),
+                ),
                 18,
                 "ip",
             ),

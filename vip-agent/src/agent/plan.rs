@@ -300,6 +300,7 @@ pub fn plan(
             mac: iface.mac,
             active: 1,
             _pad: 0,
+            vlan: config.vlan_of(svc.vip),
         });
         let id = ids.service(&service_ident(svc)).expect("ids assigned");
         let backends = svc
@@ -565,7 +566,8 @@ pub(crate) mod tests {
             VipState {
                 mac: MAC,
                 active: 1,
-                _pad: 0
+                _pad: 0,
+                vlan: 0,
             },
             "a VIP without VRRP is owned statically"
         );
@@ -611,6 +613,7 @@ pub(crate) mod tests {
                 mac: MAC,
                 active: 0,
                 _pad: 0,
+                vlan: 0,
             },
         )]);
         let p = plan(

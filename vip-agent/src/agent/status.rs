@@ -16,6 +16,7 @@ fn instance_status(i: &crate::vrrp::instance::Instance) -> crate::control::Insta
         priority: i.machine.priority(),
         base_priority: i.cfg.election.priority,
         vips: i.cfg.vips.clone(),
+        vlans: i.cfg.vlans.clone(),
         since_s: i.since.elapsed().as_secs_f64(),
         transitions: i.transitions,
         adverts_sent: i.sent().adverts,

@@ -249,7 +249,14 @@ fn show_status(st: &control::Status) -> String {
             } else {
                 format!("{}/{}", i.priority, i.base_priority)
             };
-            let vips: Vec<String> = i.vips.iter().map(ToString::to_string).collect();
+            let vips: Vec<String> = i
+                .vips
+                .iter()
+                .map(|v| match i.vlans.get(v) {
+                    Some(id) => format!("{v}@vlan{id}"),
+                    None => v.to_string(),
+                })
+                .collect();
             let _ = writeln!(
                 s,
                 "{:<12} {:>4} {:<7} {:>8} {:>8.1}s {:<18} {:>8} {:>9}",
@@ -604,6 +611,7 @@ fn vips(maps: &Maps, json_out: bool) -> Out {
                 "active": st.active == 1,
                 "answering": st.active == 1 && fresh,
                 "mac": fmt_mac(&st.mac),
+                "vlan": st.vlan,
             })
         })
         .collect();
@@ -611,14 +619,18 @@ fn vips(maps: &Maps, json_out: bool) -> Out {
         return Ok(serde_json::to_string_pretty(&rows).expect("json"));
     }
     let mut s = format!(
-        "{:<15} {:<8} {:<10} {}\n",
-        "vip", "role", "answering", "mac"
+        "{:<15} {:<8} {:<10} {:<17} {}\n",
+        "vip", "role", "answering", "mac", "vlan"
     );
     for r in &rows {
         let active = r["active"].as_bool().unwrap_or(false);
+        let vlan = match r["vlan"].as_u64() {
+            Some(0) | None => "-".to_owned(),
+            Some(id) => id.to_string(),
+        };
         let _ = writeln!(
             s,
-            "{:<15} {:<8} {:<10} {}",
+            "{:<15} {:<8} {:<10} {:<17} {vlan}",
             r["vip"].as_str().unwrap_or(""),
             if active { "master" } else { "backup" },
             if r["answering"].as_bool().unwrap_or(false) {

@@ -891,6 +891,84 @@ backends = [
     }
 
     #[test]
+    fn a_vip_may_name_a_vlan() {
+        let cfg = ok(&vrrp_with("").replace(
+            "vips = [\"10.0.0.100\"]",
+            "vips = [\"10.0.0.100\", { address = \"10.0.0.101\", vlan = 100 },\n  { address = \"10.0.0.102\" }]",
+        ));
+        let v = &cfg.vrrp[0];
+        let [plain, tagged, table] = [100, 101, 102].map(|h| Ipv4Addr::new(10, 0, 0, h));
+        assert_eq!(v.vips, [plain, tagged, table]);
+        assert_eq!((v.vlan(plain), v.vlan(tagged), v.vlan(table)), (0, 100, 0));
+        assert_eq!(cfg.vlan_of(tagged), 100);
+        assert_eq!(
+            ok(&vrrp_with("").replace(
+                "10.0.0.100\"]",
+                "10.0.0.100\", { address = \"10.0.0.1\", vlan = 4094 }]"
+            ))
+            .vrrp[0]
+                .vlan(Ipv4Addr::new(10, 0, 0, 1)),
+            4094
+        );
+    }
+
+    #[test]
+    fn a_vlan_out_of_range_or_not_a_number_is_refused_with_its_key_and_line() {
+        let with = |entry: &str| {
+            vrrp_with("").replace(
+                "vips = [\"10.0.0.100\"]",
+                &format!("vips = [\"10.0.0.100\",\n  {entry}]"),
+            )
+        };
+        for (vlan, needle) in [
+            ("0", "0 is out of range: an 802.1Q VLAN id must be 1..=4094"),
+            (
+                "4095",
+                "4095 is out of range: an 802.1Q VLAN id must be 1..=4094",
+            ),
+            ("-3", "out of range"),
+        ] {
+            fails(
+                &with(&format!("{{ address = \"10.0.0.101\", vlan = {vlan} }}")),
+                11,
+                "vrrp[0].vips[1].vlan",
+                needle,
+            );
+        }
+        fails(
+            &with("{ address = \"10.0.0.101\", vlan = \"x\" }"),
+            11,
+            "vrrp[0].vips[1].vlan",
+            "invalid type: string \"x\", expected an integer",
+        );
+        let e = parse(&with("{ address = \"10.0.0.101\", vlna = 100 }")).unwrap_err();
+        assert_eq!(e.line, Some(11), "{e}");
+        assert!(e.to_string().contains("vlna"), "{e}");
+        let e = parse(&with("{ vlan = 100 }")).unwrap_err();
+        assert!(e.to_string().contains("address"), "{e}");
+        fails(
+            &with("{ address = \"10.0.0.100\", vlan = 7 }"),
+            11,
+            "vrrp[0].vips[1]",
+            "VIP 10.0.0.100 is listed twice (first at line 10)",
+        );
+    }
+
+    #[test]
+    fn an_address_has_one_vlan_across_instances() {
+        let second =
+            |vips: &str| format!("[[vrrp]]\nname = \"VI_2\"\nvrid = 52\nvips = [{vips}]\n");
+        fails(
+            &(vrrp_with("") + &second("{ address = \"10.0.0.100\", vlan = 100 }")),
+            11,
+            "vrrp[1].vips",
+            "VIP 10.0.0.100 is on VLAN 100 here but untagged in vrrp[0] (line 7)",
+        );
+        // The same address on the same VLAN is not this check's concern.
+        ok(&(vrrp_with("") + &second("\"10.0.0.100\"")));
+    }
+
+    #[test]
     fn vrrp_names_and_vrids_are_unique() {
         let second = |name: &str, vrid: u8| {
             format!("[[vrrp]]\nname = \"{name}\"\nvrid = {vrid}\nvips = [\"10.0.0.101\"]\n")

@@ -1,6 +1,7 @@
 //! The validated configuration: plain typed values, every default filled in.
 
 use std::{
+    collections::BTreeMap,
     fmt,
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
@@ -27,6 +28,19 @@ pub struct Config {
     pub checks: Vec<Check>,
     /// `[[service]]`: the load-balanced services, in file order.
     pub services: Vec<Service>,
+}
+
+impl Config {
+    /// The VLAN id of `vip` (0: untagged): the one its `[[vrrp]]` entry
+    /// names. A service's VIP is on the VLAN of the instance VIP with its
+    /// address; a VIP that only services name is untagged.
+    #[must_use]
+    pub fn vlan_of(&self, vip: Ipv4Addr) -> u16 {
+        self.vrrp
+            .iter()
+            .find_map(|v| v.vlans.get(&vip).copied())
+            .unwrap_or(0)
+    }
 }
 
 /// `[node]`.
@@ -262,6 +276,11 @@ pub struct Vrrp {
     pub auth_pass: Option<String>,
     /// Non-empty, distinct.
     pub vips: Vec<Ipv4Addr>,
+    /// The 802.1Q VLAN (1..=4094) of each VIP that names one (`vips =
+    /// [{ address = "…", vlan = 100 }]`); a VIP not here is untagged. The
+    /// VIP is answered and forwarded only on its VLAN, and its gratuitous
+    /// ARPs carry the tag.
+    pub vlans: BTreeMap<Ipv4Addr, u16>,
     /// Answer for the VIPs with 00:00:5e:00:01:<vrid> (default false).
     pub virtual_mac: bool,
     pub garp: Garp,
@@ -286,6 +305,12 @@ pub struct Vrrp {
 }
 
 impl Vrrp {
+    /// The VLAN id of `vip`: 0 when it names none.
+    #[must_use]
+    pub fn vlan(&self, vip: Ipv4Addr) -> u16 {
+        self.vlans.get(&vip).copied().unwrap_or(0)
+    }
+
     /// Whether `other` says the same as this instance, wherever in the file
     /// each was written: a reload that only moves a table restarts nothing.
     #[must_use]

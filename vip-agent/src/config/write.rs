@@ -257,7 +257,25 @@ fn vrrp(v: &Vrrp) -> Table {
     if let Some(p) = &v.auth_pass {
         t.insert("auth_pass", item(p.as_str()));
     }
-    t.insert("vips", strings(v.vips.iter()));
+    if v.vlans.is_empty() {
+        t.insert("vips", strings(v.vips.iter()));
+    } else {
+        let vips: Array = v
+            .vips
+            .iter()
+            .map(|a| match v.vlans.get(a) {
+                None => Value::from(a.to_string()),
+                Some(id) => {
+                    let mut e = InlineTable::new();
+                    e.insert("address", a.to_string().into());
+                    e.insert("vlan", i64::from(*id).into());
+                    e.fmt();
+                    Value::InlineTable(e)
+                }
+            })
+            .collect();
+        t.insert("vips", Item::Value(Value::Array(vips)));
+    }
     if v.virtual_mac {
         t.insert("virtual_mac", item(true));
     }
@@ -430,7 +448,7 @@ sync_group = "G"
 [[vrrp]]
 name = "VI_2"
 vrid = 52
-vips = ["10.99.0.102"]
+vips = ["10.99.0.102", { address = "10.99.0.103", vlan = 100 }]
 sync_group = "G"
 v3_checksum = "message-only"
 advert_interval = "10ms"
@@ -490,6 +508,20 @@ backends = [{ address = "10.99.0.13" }]
 
     /// Found by the config fuzz target: a timeout of "250ns" passed and
     /// was written as "0s", which config refuses.
+    #[test]
+    fn a_vlan_vip_is_written_as_a_table_and_the_others_as_strings() {
+        let cfg = parse(EVERY_KEY);
+        assert_eq!(
+            cfg.vrrp[1].vlans.get(&"10.99.0.103".parse().unwrap()),
+            Some(&100)
+        );
+        let text = to_toml(&cfg);
+        assert!(
+            text.contains(r#"vips = ["10.99.0.102", { address = "10.99.0.103", vlan = 100 }]"#),
+            "{text}"
+        );
+    }
+
     #[test]
     fn a_duration_below_a_microsecond_reads_back() {
         let cfg = parse(&EVERY_KEY.replace("timeout = \"250ms\"", "timeout = \"250ns\""));

@@ -177,6 +177,7 @@ impl Converter {
                     unicast_peers: peers,
                     auth_pass,
                     vips,
+                    vlans: std::collections::BTreeMap::new(),
                     virtual_mac: inst.virtual_mac,
                     garp: config::Garp {
                         count: garp.count.unwrap_or(defaults.count),

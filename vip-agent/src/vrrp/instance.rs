@@ -351,6 +351,7 @@ impl Instance {
                 mac: self.mac,
                 active: u8::from(active),
                 _pad: 0,
+                vlan: self.cfg.vlan(*vip),
             };
             if let Err(e) = dp.set_vip(*vip, state) {
                 tracing::error!(instance = %self.cfg.name, %vip, error = %crate::error_chain(&e), "cannot write the VIP table");
@@ -467,6 +468,7 @@ impl Runtime {
                         mac: i.mac,
                         active,
                         _pad: 0,
+                        vlan: i.cfg.vlan(*vip),
                     },
                 );
             }

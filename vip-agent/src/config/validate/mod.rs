@@ -266,6 +266,7 @@ impl Source<'_> {
             vrrp.push(inst);
         }
 
+        self.one_vlan_per_address(&vrrp)?;
         let services = self.services(raw.service)?;
 
         let vips: HashSet<Ipv4Addr> = services
@@ -291,6 +292,43 @@ impl Source<'_> {
             checks,
             services,
         })
+    }
+
+    /// One address, one VLAN: the VIP table is keyed by address alone, so
+    /// two instances cannot hold the same address on different VLANs.
+    fn one_vlan_per_address(&self, vrrp: &[crate::config::Vrrp]) -> Result<(), ConfigError> {
+        let mut seen: HashMap<Ipv4Addr, (u16, usize, usize)> = HashMap::new();
+        for (i, v) in vrrp.iter().enumerate() {
+            for vip in &v.vips {
+                let vlan = v.vlan(*vip);
+                match seen.get(vip) {
+                    Some(&(other, j, line)) if other != vlan => {
+                        let on = |id: u16| {
+                            if id == 0 {
+                                "untagged".to_owned()
+                            } else {
+                                format!("on VLAN {id}")
+                            }
+                        };
+                        return Err(ConfigError {
+                            path: self.path.to_owned(),
+                            line: Some(v.line),
+                            key: Some(format!("vrrp[{i}].vips")),
+                            message: format!(
+                                "VIP {vip} is {} here but {} in vrrp[{j}] (line {line}); an address has one VLAN: use another address",
+                                on(vlan),
+                                on(other)
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(*vip, (vlan, i, v.line));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn node(&self, raw: RawNode) -> Result<Node, ConfigError> {

@@ -1,6 +1,11 @@
 //! `[[vrrp]]` instances: addresses, timers, authentication, tracking.
 
-use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+    path::PathBuf,
+    time::Duration,
+};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -25,7 +30,7 @@ pub(in crate::config) struct RawVrrp {
     #[serde(default)]
     pub(in crate::config) unicast_peers: Vec<Spanned<Ip>>,
     pub(in crate::config) auth_pass: Option<Spanned<String>>,
-    pub(in crate::config) vips: Spanned<Vec<Spanned<Ip>>>,
+    pub(in crate::config) vips: Spanned<Vec<Spanned<RawVip>>>,
     pub(in crate::config) virtual_mac: Option<bool>,
     pub(in crate::config) garp: Option<RawGarp>,
     #[serde(default)]
@@ -34,6 +39,46 @@ pub(in crate::config) struct RawVrrp {
     pub(in crate::config) track_services: Option<RawTrackServices>,
     pub(in crate::config) sync_group: Option<Spanned<String>>,
     pub(in crate::config) v3_checksum: Option<Spanned<V3Checksum>>,
+}
+
+/// One entry of `vips` as written: an address string (untagged), or a table
+/// `{ address = "…", vlan = N }` (keepalived's `10.0.0.1/24 dev eth0.100`).
+pub(in crate::config) enum RawVip {
+    Plain(Ip),
+    Table(RawVipTable),
+}
+
+/// `{ address = "…", vlan = N }` in `vips`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct RawVipTable {
+    pub(in crate::config) address: Spanned<Ip>,
+    pub(in crate::config) vlan: Option<Spanned<Int>>,
+}
+
+impl<'de> Deserialize<'de> for RawVip {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawVip;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "an IPv4 address string such as \"10.0.0.1\", or a table such as \
+                     { address = \"10.0.0.1\", vlan = 100 }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawVip, E> {
+                v.parse()
+                    .map(|a| RawVip::Plain(Ip(a)))
+                    .map_err(|_| E::custom(format!("{v:?} is not an IPv4 address")))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawVip, A::Error> {
+                RawVipTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawVip::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `garp = { … }` as written.
@@ -105,7 +150,7 @@ impl Source<'_> {
         let unicast_peers = self.distinct(raw.unicast_peers, &key("unicast_peers"), "peer")?;
 
         let vips_at = raw.vips.span().start;
-        let vips = self.distinct(raw.vips.into_inner(), &key("vips"), "VIP")?;
+        let (vips, vlans) = self.vips(raw.vips.into_inner(), &key("vips"))?;
         if vips.is_empty() {
             return Err(self.error(
                 vips_at,
@@ -154,6 +199,7 @@ impl Source<'_> {
             unicast_peers,
             auth_pass,
             vips,
+            vlans,
             virtual_mac: raw.virtual_mac.unwrap_or(false),
             garp,
             track,
@@ -324,6 +370,35 @@ impl Source<'_> {
     }
 
     /// The addresses of a list, refusing one listed twice.
+    /// `vips`: distinct addresses, and the VLAN of each entry that names one.
+    fn vips(
+        &self,
+        list: Vec<Spanned<RawVip>>,
+        key: &str,
+    ) -> Result<(Vec<Ipv4Addr>, BTreeMap<Ipv4Addr, u16>), ConfigError> {
+        let mut addrs = Vec::with_capacity(list.len());
+        let mut vlans = BTreeMap::new();
+        for (n, v) in list.into_iter().enumerate() {
+            let span = v.span();
+            match v.into_inner() {
+                RawVip::Plain(a) => addrs.push(Spanned::new(span, a)),
+                RawVip::Table(t) => {
+                    if let Some(vlan) = &t.vlan {
+                        let id: u16 = self.int(
+                            vlan,
+                            &format!("{key}[{n}].vlan"),
+                            1..=4094,
+                            "an 802.1Q VLAN id",
+                        )?;
+                        vlans.insert(t.address.get_ref().0, id);
+                    }
+                    addrs.push(t.address);
+                }
+            }
+        }
+        Ok((self.distinct(addrs, key, "VIP")?, vlans))
+    }
+
     pub(super) fn distinct(
         &self,
         list: Vec<Spanned<Ip>>,
