@@ -314,3 +314,103 @@ pub fn watch_link(ifindex: u32) -> Result<tokio::sync::mpsc::UnboundedReceiver<b
     });
     Ok(rx)
 }
+
+/// Whether `ifname` strips 802.1Q tags on receive into packet metadata
+/// (`ethtool -k IF`'s `rx-vlan-offload`, the legacy `ETHTOOL_GFLAGS` flag
+/// `ETH_FLAG_RXVLAN`, which the kernel reports from the device's active
+/// features). XDP then sees such frames untagged, so a VLAN VIP is not
+/// answered on them: the agent warns (it does not change the NIC).
+pub fn rx_vlan_stripping(ifname: &str) -> io::Result<bool> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GFLAGS: u32 = 0x25;
+    const ETH_FLAG_RXVLAN: u32 = 1 << 8;
+    /// `struct ethtool_value`.
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    /// `struct ifreq` with its `ifr_data` member (the union is 24 bytes).
+    #[repr(C)]
+    struct IfreqData {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut libc::c_void,
+        _pad: [u8; 16],
+    }
+    if ifname.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_GFLAGS,
+        data: 0,
+    };
+    let mut ifr = IfreqData {
+        name: [0; libc::IFNAMSIZ],
+        data: (&raw mut value).cast(),
+        _pad: [0; 16],
+    };
+    ifr.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    // SAFETY: plain socket(2); owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: `ifr` and the `value` it points to outlive the call, sized as
+    // the kernel reads and writes them for ETHTOOL_GFLAGS.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            SIOCETHTOOL,
+            &raw mut ifr,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value.data & ETH_FLAG_RXVLAN != 0)
+}
+
+/// At start, when a VIP names a VLAN: a warning that says what to run when
+/// `ifname` strips tags before XDP (nothing when it does not, or when no
+/// VIP names a VLAN).
+pub fn warn_if_vlan_stripped(ifname: &str, vlan_vips: &[(Ipv4Addr, u16)]) {
+    if vlan_vips.is_empty() {
+        return;
+    }
+    let vips: Vec<String> = vlan_vips
+        .iter()
+        .map(|(a, v)| format!("{a} on VLAN {v}"))
+        .collect();
+    match rx_vlan_stripping(ifname) {
+        Ok(false) => {}
+        Ok(true) => tracing::warn!(
+            iface = ifname,
+            vips = %vips.join(", "),
+            "rx VLAN offload is on: {ifname} may move 802.1Q tags out of the frame before XDP sees it, and then VLAN VIPs are not answered or forwarded on tagged traffic (counted as vlan_mismatch); run `ethtool -K {ifname} rxvlan off` (vip does not change the NIC's settings)"
+        ),
+        Err(e) => tracing::info!(
+            iface = ifname,
+            error = %e,
+            "cannot read whether {ifname} strips VLAN tags on receive (ETHTOOL_GFLAGS); if it does, run `ethtool -K {ifname} rxvlan off` for VLAN VIPs"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rx_vlan_stripping_reads_a_device_and_names_a_missing_one() {
+        // `lo` has no VLAN offload; reading needs no privilege.
+        assert!(!rx_vlan_stripping("lo").expect("ETHTOOL_GFLAGS on lo"));
+        let e = rx_vlan_stripping("vip-no-such0").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENODEV), "{e}");
+        assert!(rx_vlan_stripping("a-name-longer-than-ifnamsiz").is_err());
+    }
+}

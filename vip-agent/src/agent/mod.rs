@@ -239,6 +239,12 @@ impl Agent {
             .find(|i| i.name == config.node.interface)
             .cloned()
             .ok_or_else(|| NetError::NoInterface(config.node.interface.clone()))?;
+        let vlan_vips: Vec<(std::net::Ipv4Addr, u16)> = config
+            .vrrp
+            .iter()
+            .flat_map(|v| v.vlans.iter().map(|(a, id)| (*a, *id)))
+            .collect();
+        crate::net::warn_if_vlan_stripped(&iface.name, &vlan_vips);
         crate::bpffs::ensure_mounted(&config.node.bpffs)?;
         let pins = crate::dataplane::pin_dir(&config.node.bpffs, &config.node.name);
         let adopting = pins.join(crate::dataplane::LINK_PIN).exists();

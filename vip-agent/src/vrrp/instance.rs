@@ -372,7 +372,13 @@ impl Instance {
     }
 
     fn garp_burst(&self, garp: &Arc<GarpSocket>) {
-        let (garp, mac, vips) = (Arc::clone(garp), self.mac, self.cfg.vips.clone());
+        let vips: Vec<(Ipv4Addr, u16)> = self
+            .cfg
+            .vips
+            .iter()
+            .map(|v| (*v, self.cfg.vlan(*v)))
+            .collect();
+        let (garp, mac) = (Arc::clone(garp), self.mac);
         let (count, interval, name) = (
             self.cfg.garp.count,
             self.cfg.garp.interval,
@@ -383,9 +389,9 @@ impl Instance {
                 if i > 0 {
                     tokio::time::sleep(interval).await;
                 }
-                for vip in &vips {
-                    if let Err(e) = garp.send(mac, *vip) {
-                        tracing::warn!(instance = %name, %vip, error = %e, "cannot send gratuitous ARP");
+                for (vip, vlan) in &vips {
+                    if let Err(e) = garp.send(mac, *vip, *vlan) {
+                        tracing::warn!(instance = %name, %vip, vlan, error = %e, "cannot send gratuitous ARP");
                     }
                 }
             }
@@ -591,7 +597,7 @@ impl Runtime {
             {
                 i.refresh_at = Some(now + i.cfg.garp.refresh);
                 for vip in &i.cfg.vips {
-                    if let Err(e) = self.garp.send(i.mac, *vip) {
+                    if let Err(e) = self.garp.send(i.mac, *vip, i.cfg.vlan(*vip)) {
                         tracing::warn!(instance = %i.cfg.name, %vip, error = %e, "cannot send gratuitous ARP");
                     }
                 }

@@ -150,13 +150,15 @@ impl GarpSocket {
 
     /// Sends one gratuitous ARP request for `vip` from `mac` (sender and
     /// target address both the VIP, to the broadcast address), which makes
-    /// every host on the segment update its entry for the VIP.
-    pub fn send(&self, mac: [u8; 6], vip: Ipv4Addr) -> io::Result<()> {
-        let frame = garp_frame(mac, vip);
+    /// every host on the segment update its entry for the VIP; on 802.1Q
+    /// VLAN `vlan` (tagged in the frame itself, so it needs no VLAN
+    /// interface), or untagged for 0.
+    pub fn send(&self, mac: [u8; 6], vip: Ipv4Addr, vlan: u16) -> io::Result<()> {
+        let frame = garp_frame(mac, vip, vlan);
         // SAFETY: zeroed sockaddr_ll is valid; fields set below.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = u16::try_from(libc::AF_PACKET).expect("small");
-        sll.sll_protocol = 0x0806u16.to_be();
+        sll.sll_protocol = if vlan == 0 { ETH_P_ARP } else { ETH_P_8021Q }.to_be();
         sll.sll_ifindex =
             i32::try_from(self.ifindex).map_err(|_| io::Error::other("ifindex out of range"))?;
         sll.sll_halen = 6;
@@ -180,13 +182,22 @@ impl GarpSocket {
     }
 }
 
-/// The Ethernet frame of a gratuitous ARP request for `vip` from `mac`.
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+
+/// The Ethernet frame of a gratuitous ARP request for `vip` from `mac`,
+/// with an 802.1Q tag for `vlan` (priority 0) unless it is 0.
 #[must_use]
-pub fn garp_frame(mac: [u8; 6], vip: Ipv4Addr) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42);
+pub fn garp_frame(mac: [u8; 6], vip: Ipv4Addr, vlan: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(46);
     f.extend_from_slice(&[0xff; 6]);
     f.extend_from_slice(&mac);
-    f.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]);
+    if vlan != 0 {
+        f.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+        f.extend_from_slice(&(vlan & 0x0fff).to_be_bytes());
+    }
+    f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+    f.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]);
     f.extend_from_slice(&mac);
     f.extend_from_slice(&vip.octets());
     f.extend_from_slice(&[0; 6]);
@@ -200,7 +211,7 @@ mod tests {
 
     #[test]
     fn garp_frame_bytes() {
-        let f = garp_frame([2, 0x99, 0, 0, 0, 3], Ipv4Addr::new(10, 99, 0, 100));
+        let f = garp_frame([2, 0x99, 0, 0, 0, 3], Ipv4Addr::new(10, 99, 0, 100), 0);
         assert_eq!(
             f,
             [
@@ -211,6 +222,22 @@ mod tests {
                 0, 0, 0, 0, 0, 0, 10, 99, 0, 100, // target: the VIP
             ]
         );
+    }
+
+    #[test]
+    fn a_vlan_garp_is_tagged_after_the_macs() {
+        let untagged = garp_frame([2, 0x99, 0, 0, 0, 3], Ipv4Addr::new(10, 99, 0, 100), 0);
+        let f = garp_frame([2, 0x99, 0, 0, 0, 3], Ipv4Addr::new(10, 99, 0, 100), 100);
+        assert_eq!(f.len(), 46);
+        assert_eq!(f[..12], untagged[..12]);
+        assert_eq!(f[12..16], [0x81, 0x00, 0x00, 100], "TPID, PCP 0, VID 100");
+        assert_eq!(
+            f[16..],
+            untagged[12..],
+            "the same ARP request after the tag"
+        );
+        let f = garp_frame([2, 0x99, 0, 0, 0, 3], Ipv4Addr::new(10, 99, 0, 100), 4094);
+        assert_eq!(f[14..16], [0x0f, 0xfe]);
     }
 
     #[test]
