@@ -2,7 +2,8 @@
 //! a new machine may lack: loading a pass-only XDP program (bpf(2)),
 //! attaching XDP by rtnetlink, tx checksum offload and a NIC's statistics
 //! (the ethtool ioctl: `ethtool -K IF tx off`, `ethtool -k`, `ethtool -S`),
-//! mounting a bpffs, and sending raw Ethernet frames (`AF_PACKET`).
+//! mounting a bpffs, and sending and receiving raw Ethernet frames
+//! (`AF_PACKET`, tags included).
 //!
 //! Everything here acts on the calling thread's network namespace.
 
@@ -595,5 +596,179 @@ impl PacketSender {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// An `AF_PACKET` socket that receives every frame arriving on one
+/// interface of the calling thread's network namespace (not those it
+/// sends), with any 802.1Q tag the kernel moved into the packet's metadata
+/// put back after the MACs, as `tcpdump` shows it: the kernel untags a
+/// frame before packet sockets see it, and reports the tag in
+/// `PACKET_AUXDATA`.
+#[derive(Debug)]
+pub struct PacketReceiver {
+    fd: OwnedFd,
+}
+
+/// `struct tpacket_auxdata` (the kernel's field names).
+#[repr(C)]
+#[expect(clippy::struct_field_names, reason = "the kernel's names")]
+#[derive(Clone, Copy, Default)]
+struct TpacketAuxdata {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+}
+
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+
+impl PacketReceiver {
+    /// Opens the socket on `ifname` (`ETH_P_ALL`, with `PACKET_AUXDATA`).
+    pub fn open(ifname: &str) -> Result<Self> {
+        let index = ifindex(ifname)?;
+        #[expect(clippy::cast_possible_truncation, reason = "ETH_P_ALL is 3")]
+        let all = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2); the fd is owned below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(all),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error()).context("socket(AF_PACKET)");
+        }
+        // SAFETY: a fresh fd nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        #[expect(clippy::cast_possible_truncation, reason = "AF_PACKET is 17")]
+        {
+            addr.sll_family = libc::AF_PACKET as u16;
+        }
+        addr.sll_protocol = all;
+        addr.sll_ifindex = i32::try_from(index).context("ifindex")?;
+        #[expect(clippy::cast_possible_truncation, reason = "a small struct")]
+        let len = size_of::<libc::sockaddr_ll>() as u32;
+        // SAFETY: a valid address of the size passed.
+        if unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) } != 0 {
+            return Err(io::Error::last_os_error()).with_context(|| format!("bind to {ifname}"));
+        }
+        let on: libc::c_int = 1;
+        #[expect(clippy::cast_possible_truncation, reason = "an int")]
+        let int_len = size_of::<libc::c_int>() as u32;
+        // SAFETY: an int option of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_AUXDATA,
+                (&raw const on).cast(),
+                int_len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error()).context("PACKET_AUXDATA");
+        }
+        Ok(Self { fd })
+    }
+
+    /// The next frame that arrived, waiting at most `timeout`; `None` when
+    /// none came in time.
+    pub fn recv(&self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Ok(None);
+            }
+            if let Some(frame) = self.recv_one()? {
+                return Ok(Some(frame));
+            }
+            if left.is_zero() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// One datagram without waiting; `None` for one this host sent.
+    fn recv_one(&self) -> io::Result<Option<Vec<u8>>> {
+        let mut buf = vec![0u8; 2048];
+        let mut control = [0u64; 16];
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: all-zero is a valid msghdr; the pointers are set below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&raw mut from).cast();
+        #[expect(clippy::cast_possible_truncation, reason = "a small struct")]
+        {
+            msg.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+        }
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of::<[u64; 16]>();
+        // SAFETY: every buffer msg points to lives across the call.
+        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
+        let Ok(n) = usize::try_from(n) else {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        };
+        if from.sll_pkttype == libc::PACKET_OUTGOING {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        let mut aux = TpacketAuxdata::default();
+        // SAFETY: the kernel filled msg's control buffer; the CMSG_* walk
+        // stays inside msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA {
+                    aux = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<TpacketAuxdata>());
+                }
+                c = libc::CMSG_NXTHDR(&raw const msg, c);
+            }
+        }
+        if aux.tp_status & TP_STATUS_VLAN_VALID != 0 && buf.len() >= 12 {
+            let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                aux.tp_vlan_tpid
+            } else {
+                0x8100
+            };
+            let mut tag = tpid.to_be_bytes().to_vec();
+            tag.extend_from_slice(&aux.tp_vlan_tci.to_be_bytes());
+            buf.splice(12..12, tag);
+        }
+        Ok(Some(buf))
     }
 }

@@ -90,6 +90,14 @@ pub fn node_mac(node: &str) -> Option<[u8; 6]> {
     node_addr(node).map(|a| [0x02, 0x99, 0, 0, 0, a.octets()[3]])
 }
 
+/// The MAC of an end of a [`Lab::add_direct_peer`] link: 02:96 and the
+/// four octets of its address.
+#[must_use]
+pub fn direct_mac(addr: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = addr.octets();
+    [0x02, 0x96, a, b, c, d]
+}
+
 /// `aa:bb:cc:dd:ee:ff`.
 #[must_use]
 pub fn format_mac(mac: [u8; 6]) -> String {
@@ -569,6 +577,50 @@ impl Lab {
                 &via.to_string(),
             ])?;
         }
+        Ok(())
+    }
+
+    /// Adds node `peer`: a namespace joined to `node` by a veth of its own,
+    /// `ifname` in `node` (`addr`/24) and `eth0` in `peer` (`peer_addr`/24),
+    /// outside the bridge; each end's MAC is [`direct_mac`] of its address.
+    /// The bridge moves 802.1Q tags into packet
+    /// metadata, where XDP does not see them; on this link a tag sent in
+    /// the frame reaches `node`'s XDP as sent. `peer`'s end has a pass-only
+    /// XDP program, so that `XDP_TX` from `node` reaches it. Removed with
+    /// the lab.
+    pub fn add_direct_peer(
+        &mut self,
+        node: &str,
+        ifname: &str,
+        addr: Ipv4Addr,
+        peer_addr: Ipv4Addr,
+    ) -> Result<()> {
+        let ns = NetNs::create(&format!("{}-peer", self.prefix))?;
+        let peer = ns.name().to_owned();
+        self.namespaces.push(("peer".to_owned(), ns));
+        if Path::new("/proc/sys/net/ipv6").exists() {
+            self.ns("peer").sysctls(&[
+                ("net.ipv6.conf.default.disable_ipv6", "1"),
+                ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ])?;
+        }
+        let (mac, peer_mac) = (
+            format_mac(direct_mac(addr)),
+            format_mac(direct_mac(peer_addr)),
+        );
+        self.try_ns(node)?.ip_batch(&[
+            format!(
+                "link add {ifname} address {mac} type veth peer name eth0 address {peer_mac} netns {peer}"
+            ),
+            format!("addr add {addr}/24 dev {ifname}"),
+            format!("link set {ifname} up"),
+        ])?;
+        self.ns("peer").ip_batch(&[
+            "link set lo up".to_owned(),
+            format!("addr add {peer_addr}/24 dev eth0"),
+            "link set eth0 up".to_owned(),
+        ])?;
+        Self::attach_pass_xdp(self.ns("peer"), "eth0")?;
         Ok(())
     }
 
