@@ -116,7 +116,7 @@ fn a_vlan_vip_answers_and_announces_only_on_its_vlan() {
     let garp = first(&rx, MASTER_LIMIT, about_vip_from_lb1)
         .unwrap_or_else(|e| panic!("no gratuitous ARP for the VIP: {e}\n{}", agent.log_tail(30)));
     assert_eq!(
-        hex(&garp[..42 + 4]),
+        hex(&garp[..garp.len().min(46)]),
         hex(&tagged(
             VLAN,
             &ethernet(
@@ -167,7 +167,11 @@ fn a_vlan_vip_answers_and_announces_only_on_its_vlan() {
         .expect("send the tagged request");
     let got = first(&rx, ANSWER_LIMIT, is_reply)
         .unwrap_or_else(|e| panic!("no reply to the tagged ARP request: {e}"));
-    assert_eq!(hex(&got[..46]), hex(&tagged(VLAN, &reply)), "tagged reply");
+    assert_eq!(
+        hex(&got[..got.len().min(46)]),
+        hex(&tagged(VLAN, &reply)),
+        "tagged reply"
+    );
     let after = counters(&agent);
     assert_eq!(
         after[counter::ARP_REPLY as usize] - before[counter::ARP_REPLY as usize],
