@@ -17,6 +17,7 @@ pub mod lab;
 pub mod netns;
 pub mod programs;
 pub mod sys;
+pub mod workload;
 #[cfg(feature = "agent")]
 pub mod xdp;
 

@@ -255,6 +255,12 @@ pub const PROGRAMS: &[Program] = &[
         why: "broker status, alarms and stop (vip_tests::broker)",
     },
     Program {
+        name: "/usr/lib/rabbitmq/bin/rabbitmq-upgrade",
+        source: Source::Debian("rabbitmq-server"),
+        jobs: TESTS,
+        why: "maintenance mode: drain and revive a cluster member (vip_tests::broker)",
+    },
+    Program {
         name: "haproxy",
         source: Source::Debian("haproxy"),
         jobs: &[Job::Bench],

@@ -201,6 +201,9 @@ pub struct Agent {
     /// Node checks (`[[check]]`) by name: up, and the last change's reason.
     pub checks: BTreeMap<String, (bool, String)>,
     pub link_up: bool,
+    /// Closed while `link_up` is false: the network probes pause (see
+    /// [`crate::check::runner`]).
+    link_gate: crate::check::runner::LinkGate,
     /// Backend MACs resolved in the background (ARP must never stall the
     /// VRRP loop): the addresses a job covered, and what it found.
     resolved_tx: tokio::sync::mpsc::UnboundedSender<Resolution>,
@@ -314,6 +317,7 @@ impl Agent {
             steering,
             checks,
             link_up: true,
+            link_gate: crate::check::runner::LinkGate::new(true),
             resolved_tx,
             resolved_rx: Some(resolved_rx),
             resolving: None,
@@ -598,7 +602,8 @@ impl Agent {
         if self.config.checks.is_empty() {
             return Ok((None, None));
         }
-        let (c, rx) = crate::check::runner::NodeChecks::spawn(&self.config.checks)?;
+        let (c, rx) =
+            crate::check::runner::NodeChecks::spawn(&self.config.checks, &self.link_gate)?;
         self.node_stats = c.stats.clone();
         Ok((Some(c), Some(rx)))
     }
@@ -614,7 +619,8 @@ impl Agent {
         if self.config.services.iter().all(|s| s.check.is_none()) {
             return (None, None);
         }
-        let (c, rx) = crate::check::runner::BackendChecks::spawn(&self.config.services);
+        let (c, rx) =
+            crate::check::runner::BackendChecks::spawn(&self.config.services, &self.link_gate);
         self.backend_stats = c.stats.clone();
         (Some(c), Some(rx))
     }

@@ -130,6 +130,7 @@ impl Agent {
             Event::Link(up) => {
                 tracing::info!(iface = %self.iface.name, up, "link state changed");
                 self.link_up = up;
+                self.link_gate.set(up);
                 self.reevaluate();
             }
             Event::Check { epoch: e, event } if e == epoch => {

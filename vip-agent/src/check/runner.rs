@@ -3,11 +3,21 @@
 //! rise/fall machine and reporting only state changes. Node and service
 //! checks share the one loop, [`keep_probing`]; they differ in the key they
 //! are known by and the event they send.
+//!
+//! While the node's own link is down ([`LinkGate`] closed), the network
+//! probes pause: a connect that fails then measures our link, not the
+//! backend, and recording it would mark every backend down. A node that
+//! took the VIP back as soon as its link returned would then reset every
+//! flow it forwards (seen in the `RabbitMQ` cluster test: both clients
+//! reconnected). Exec checks run on: they probe this host.
 
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -53,6 +63,36 @@ pub enum HealthError {
     },
 }
 
+/// Whether network probes run: open while the interface's link is up.
+/// Cloned into every check task; the agent sets it on each link event.
+#[derive(Clone, Debug)]
+pub struct LinkGate(Arc<AtomicBool>);
+
+impl LinkGate {
+    /// A gate open when `up`.
+    #[must_use]
+    pub fn new(up: bool) -> Self {
+        Self(Arc::new(AtomicBool::new(up)))
+    }
+
+    /// Opens (the link is up) or closes the gate.
+    pub fn set(&self, up: bool) {
+        self.0.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether probes may run and count.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for LinkGate {
+    fn default() -> Self {
+        Self::new(true)
+    }
+}
+
 /// What a check's task has seen so far; for status and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProbeStats {
@@ -94,9 +134,11 @@ impl<K> Drop for Checks<K> {
 impl Checks<String> {
     /// Starts a task for each check. Must be called within a tokio runtime.
     ///
-    /// Fails, starting nothing, if a probe has no address.
+    /// Fails, starting nothing, if a probe has no address. Network probes
+    /// pause while `gate` is closed.
     pub fn spawn(
         checks: &[Check],
+        gate: &LinkGate,
     ) -> Result<(Self, mpsc::UnboundedReceiver<CheckEvent>), HealthError> {
         let mut targets = Vec::with_capacity(checks.len());
         for check in checks {
@@ -138,7 +180,7 @@ impl Checks<String> {
                     addr,
                     check.probe.clone(),
                     check.schedule,
-                    seed,
+                    (seed, addr.map(|_| gate.clone())),
                     stats.clone(),
                     report,
                 ))
@@ -151,9 +193,13 @@ impl Checks<String> {
 impl Checks<(usize, Ipv4Addr)> {
     /// Starts the checks of `services`: one task per backend of a service
     /// with a check, probing the check's port (default: the service's).
-    /// Must be called within a tokio runtime.
+    /// Must be called within a tokio runtime. The probes pause while `gate`
+    /// is closed.
     #[must_use]
-    pub fn spawn(services: &[Service]) -> (Self, mpsc::UnboundedReceiver<BackendEvent>) {
+    pub fn spawn(
+        services: &[Service],
+        gate: &LinkGate,
+    ) -> (Self, mpsc::UnboundedReceiver<BackendEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Stats::default();
         let mut tasks = Vec::new();
@@ -178,7 +224,7 @@ impl Checks<(usize, Ipv4Addr)> {
                     Some(addr),
                     check.probe.clone(),
                     check.schedule,
-                    seed,
+                    (seed, Some(gate.clone())),
                     stats.clone(),
                     report,
                 )));
@@ -190,20 +236,31 @@ impl Checks<(usize, Ipv4Addr)> {
 
 /// The one check loop: probe, record, report a change (`report` returns
 /// false once nobody listens, which ends the loop), sleep the jittered rest
-/// of the interval.
+/// of the interval. With a gate, a probe runs only while it is open, and
+/// its result counts only if it still is when the probe ends.
 async fn keep_probing<K: Ord + Clone>(
     key: K,
     addr: Option<SocketAddr>,
     probe: Probe,
     schedule: Schedule,
-    seed: u64,
+    (seed, gate): (u64, Option<LinkGate>),
     stats: Stats<K>,
     report: impl Fn(bool, String) -> bool,
 ) {
     let mut machine = RiseFall::new(schedule.rise, schedule.fall);
+    let open = || gate.as_ref().is_none_or(LinkGate::is_open);
     for n in 0_u64.. {
         let started = tokio::time::Instant::now();
+        let pause = jittered(schedule.interval, seed.wrapping_add(n));
+        if !open() {
+            tokio::time::sleep_until(started + pause).await;
+            continue;
+        }
         let outcome = super::run(addr, &probe, schedule.timeout).await;
+        if !open() {
+            tokio::time::sleep_until(started + pause).await;
+            continue;
+        }
         let changed = machine.record(outcome.ok);
         if let Ok(mut map) = stats.lock() {
             let e = map.entry(key.clone()).or_default();
@@ -217,7 +274,6 @@ async fn keep_probing<K: Ord + Clone>(
         {
             return;
         }
-        let pause = jittered(schedule.interval, seed.wrapping_add(n));
         tokio::time::sleep_until(started + pause).await;
     }
 }
@@ -251,9 +307,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_check_reports_down_once() {
-        let (checks, mut rx) =
-            NodeChecks::spawn(&[exec_check("good", "true"), exec_check("bad", "exit 4")])
-                .expect("exec checks run");
+        let (checks, mut rx) = NodeChecks::spawn(
+            &[exec_check("good", "true"), exec_check("bad", "exit 4")],
+            &LinkGate::default(),
+        )
+        .expect("exec checks run");
         let event = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .expect("an event in time")
@@ -281,7 +339,8 @@ mod tests {
         std::fs::write(&file, "").expect("temp file");
         // Fails while the file exists.
         let cmd = format!("test ! -e {}", file.display());
-        let (_checks, mut rx) = NodeChecks::spawn(&[exec_check("flag", &cmd)]).expect("spawn");
+        let (_checks, mut rx) =
+            NodeChecks::spawn(&[exec_check("flag", &cmd)], &LinkGate::default()).expect("spawn");
         let next = async |rx: &mut mpsc::UnboundedReceiver<CheckEvent>| {
             tokio::time::timeout(Duration::from_secs(5), rx.recv())
                 .await
@@ -299,7 +358,8 @@ mod tests {
     async fn dropping_stops_the_checks() {
         let file = temp_file("runs");
         let cmd = format!("echo run >> {}", file.display());
-        let (checks, _rx) = NodeChecks::spawn(&[exec_check("count", &cmd)]).expect("spawn");
+        let (checks, _rx) =
+            NodeChecks::spawn(&[exec_check("count", &cmd)], &LinkGate::default()).expect("spawn");
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(checks);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -317,12 +377,58 @@ mod tests {
         assert_eq!(runs, later, "no runs after drop");
     }
 
+    /// A TCP check of a port nobody listens on (connection refused at once).
+    fn refused_check() -> Check {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let mut c = exec_check("refused", "true");
+        c.probe = Probe::Tcp;
+        c.address = Some(Ipv4Addr::LOCALHOST);
+        c.port = Some(port);
+        c
+    }
+
+    #[tokio::test]
+    async fn network_probes_pause_while_the_link_is_down() {
+        let gate = LinkGate::new(false);
+        let (checks, mut rx) =
+            NodeChecks::spawn(&[refused_check(), exec_check("local", "exit 3")], &gate)
+                .expect("spawn");
+        // The exec check runs on and falls; the TCP probe neither runs nor
+        // counts while the gate is closed.
+        let event = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an event in time")
+            .expect("channel open");
+        assert_eq!((event.name.as_str(), event.up), ("local", false));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(rx.try_recv().is_err(), "the paused probe reported");
+        let probes = |c: &NodeChecks| {
+            c.stats
+                .lock()
+                .unwrap()
+                .get("refused")
+                .map_or(0, |s| s.probes)
+        };
+        assert_eq!(probes(&checks), 0);
+        // Link back: it probes, and falls after `fall` refusals.
+        gate.set(true);
+        let event = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an event in time")
+            .expect("channel open");
+        assert_eq!((event.name.as_str(), event.up), ("refused", false));
+        assert!(probes(&checks) >= 2);
+    }
+
     #[tokio::test]
     async fn a_probe_without_an_address_is_refused() {
         let mut tcp = exec_check("port", "true");
         tcp.probe = Probe::Tcp;
         tcp.line = 12;
-        let err = NodeChecks::spawn(&[exec_check("ok", "true"), tcp]).unwrap_err();
+        let err =
+            NodeChecks::spawn(&[exec_check("ok", "true"), tcp], &LinkGate::default()).unwrap_err();
         assert!(matches!(err, HealthError::NoAddress { ref name, .. } if name == "port"));
         let msg = err.to_string();
         assert!(msg.contains("\"port\"") && msg.contains("line 12"), "{msg}");

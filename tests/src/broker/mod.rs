@@ -43,10 +43,16 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{lab::Lab, netns::NetNs};
 
+mod cluster;
+
+pub use cluster::{Cluster, start_cluster};
+
 /// The broker's start script, which runs Erlang as the calling user.
 pub const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 /// `rabbitmqctl`, next to it.
 pub const RABBITMQCTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
+/// `rabbitmq-upgrade` (maintenance mode: `drain`, `revive`).
+pub const RABBITMQ_UPGRADE: &str = "/usr/lib/rabbitmq/bin/rabbitmq-upgrade";
 /// The AMQP port, on 0.0.0.0 in the broker's namespace.
 pub const AMQP_PORT: u16 = 5672;
 /// The management plugin's HTTP port, on 0.0.0.0 in the broker's namespace.
@@ -118,8 +124,19 @@ pub struct Broker {
     dir: PathBuf,
     nodename: String,
     management: bool,
+    /// Set for a member of a [`Cluster`].
+    membership: Option<Membership>,
     child: Option<Child>,
     started_in: Duration,
+}
+
+/// What a cluster member shares with the others.
+#[derive(Clone, Debug)]
+struct Membership {
+    /// The one Erlang cookie of the cluster.
+    cookie: String,
+    /// Every member's node name (`rabbit@<address>`), this one included.
+    nodes: Vec<String>,
 }
 
 /// Starts a broker in the backend node `node` (e.g. `"b1"`) of `lab` and
@@ -128,6 +145,18 @@ pub struct Broker {
 /// Port 5672 must be free there: build the lab with
 /// `start_backends = false` (or other `backend_tcp_ports`).
 pub fn start(lab: &Lab, node: &str, opts: &BrokerOptions) -> Result<Broker> {
+    let mut broker = prepare(lab, node, opts, None)?;
+    broker.launch()?;
+    Ok(broker)
+}
+
+/// A broker of `node` with its directory written, not started yet.
+fn prepare(
+    lab: &Lab,
+    node: &str,
+    opts: &BrokerOptions,
+    membership: Option<Membership>,
+) -> Result<Broker> {
     for program in [SERVER, RABBITMQCTL] {
         crate::programs::check(program.as_ref())?;
     }
@@ -157,21 +186,28 @@ pub fn start(lab: &Lab, node: &str, opts: &BrokerOptions) -> Result<Broker> {
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("cannot remove the old {}", dir.display()))?;
     }
-    let mut broker = Broker {
+    // A cluster member is `rabbit@<address>` (long names: no name
+    // resolution, and the namespaces' shared hostname does not matter).
+    let nodename = if membership.is_some() {
+        format!("rabbit@{addr}")
+    } else {
+        format!("vip_{node}@localhost")
+    };
+    let broker = Broker {
         node: node.to_owned(),
         addr,
         ns,
         _ns_fd: ns_fd,
         ns_id: (meta.dev(), meta.ino()),
         dir,
-        nodename: format!("vip_{node}@localhost"),
+        nodename,
         management: opts.management,
+        membership,
         child: None,
         started_in: Duration::ZERO,
     };
     // From here on, a failure drops `broker`, which cleans up.
     broker.write_files()?;
-    broker.launch()?;
     Ok(broker)
 }
 
@@ -194,7 +230,8 @@ impl Broker {
         SocketAddr::from((self.addr, AMQP_PORT))
     }
 
-    /// The Erlang node name, `vip_<node>@localhost`.
+    /// The Erlang node name: `vip_<node>@localhost`, or `rabbit@<address>`
+    /// in a [`Cluster`].
     #[must_use]
     pub fn nodename(&self) -> &str {
         &self.nodename
@@ -218,6 +255,17 @@ impl Broker {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// How many established TCP connections to port 5672 in the broker's
+    /// namespace come from `client` (read from `/proc/thread-self/net/tcp`
+    /// there): which broker a client's connections landed on.
+    pub fn connections_from(&self, client: Ipv4Addr) -> Result<usize> {
+        let table = self
+            .ns
+            .try_run_in(|| std::fs::read_to_string("/proc/thread-self/net/tcp"))?
+            .context("cannot read /proc/thread-self/net/tcp")?;
+        Ok(count_established(&table, AMQP_PORT, client))
     }
 
     /// The processes of this broker still alive (not zombies) in its
@@ -356,12 +404,71 @@ impl Broker {
     /// with its `HOME` and node name); returns stdout, or fails with the
     /// output after a non-zero exit or 60 s.
     pub fn rabbitmqctl(&self, args: &[&str]) -> Result<String> {
+        self.cli(RABBITMQCTL, args)
+    }
+
+    /// Runs `rabbitmq-upgrade ARGS...` (`drain`, `revive`) as
+    /// [`Broker::rabbitmqctl`] runs `rabbitmqctl`.
+    pub fn rabbitmq_upgrade(&self, args: &[&str]) -> Result<String> {
+        self.cli(RABBITMQ_UPGRADE, args)
+    }
+
+    /// SIGKILL to the Erlang VM (`beam.smp`), as a crash or the OOM killer
+    /// would; the start script then exits too. Waits (at most 10 s) until the
+    /// VM is gone. `epmd` stays, as after a real crash.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.signal_vm(libc::SIGKILL)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.vm().is_some() {
+            if Instant::now() >= deadline {
+                bail!("beam.smp of {} outlived SIGKILL by 10 s", self.nodename);
+            }
+            std::thread::sleep(POLL / 10);
+        }
+        if let Some(child) = self.child.as_mut() {
+            let _ = wait_child(child, deadline);
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`) to the Erlang VM: a hung node
+    /// whose sockets stay open.
+    pub fn freeze(&self, stopped: bool) -> Result<()> {
+        self.signal_vm(if stopped {
+            libc::SIGSTOP
+        } else {
+            libc::SIGCONT
+        })
+    }
+
+    /// The running Erlang VM of this broker.
+    fn vm(&self) -> Option<NsProcess> {
+        self.processes().into_iter().find(|p| p.comm == "beam.smp")
+    }
+
+    fn signal_vm(&self, signal: i32) -> Result<()> {
+        let vm = self
+            .vm()
+            .with_context(|| format!("broker {} has no running beam.smp", self.nodename))?;
+        // SAFETY: kill(2) on the PID we found in the broker's namespace with
+        // its marker, checked alive (same start time) just before.
+        if is_alive(&vm) && unsafe { libc::kill(vm.pid, signal) } == 0 {
+            Ok(())
+        } else {
+            bail!("cannot signal beam.smp ({}) of {}", vm.pid, self.nodename)
+        }
+    }
+
+    fn cli(&self, program: &str, args: &[&str]) -> Result<String> {
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Files, not pipes: nothing to drain while waiting with a deadline.
         let out_path = self.dir.join(format!("ctl-{n}.out"));
         let err_path = self.dir.join(format!("ctl-{n}.err"));
-        let mut cmd = crate::programs::command(RABBITMQCTL)?;
+        let mut cmd = crate::programs::command(program)?;
+        let name = Path::new(program)
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         cmd.arg("-n").arg(&self.nodename).args(args);
         self.environment(&mut cmd);
         cmd.stdin(Stdio::null())
@@ -380,14 +487,14 @@ impl Broker {
         match status {
             Some(st) if st.success() => Ok(out),
             Some(st) => bail!(
-                "`rabbitmqctl {}` in {} failed ({st}): {}{}",
+                "`{name} {}` in {} failed ({st}): {}{}",
                 args.join(" "),
                 self.ns.name(),
                 out.trim(),
                 err.trim()
             ),
             None => bail!(
-                "`rabbitmqctl {}` in {} did not finish within {CTL_LIMIT:?}: {}{}",
+                "`{name} {}` in {} did not finish within {CTL_LIMIT:?}: {}{}",
                 args.join(" "),
                 self.ns.name(),
                 out.trim(),
@@ -432,6 +539,24 @@ impl Broker {
              vm_memory_high_watermark.relative = {WATERMARK_NORMAL}\n\
              log.file.level = info\n"
         );
+        if let Some(m) = &self.membership {
+            // Classic peer discovery: all members start at once and form the
+            // cluster with no ctl step (../shared/design/RABBITMQ.md).
+            conf.push_str(
+                "cluster_name = vip-lab\n\
+                 cluster_formation.peer_discovery_backend = classic_config\n\
+                 cluster_formation.discovery_retry_limit = 2\n\
+                 cluster_partition_handling = pause_minority\n",
+            );
+            for (i, node) in m.nodes.iter().enumerate() {
+                writeln!(
+                    conf,
+                    "cluster_formation.classic_config.nodes.{} = {node}",
+                    i + 1
+                )
+                .expect("write to String");
+            }
+        }
         let plugins = if self.management {
             write!(
                 conf,
@@ -445,7 +570,10 @@ impl Broker {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let cookie = format!("VIPLAB{nanos:X}{:X}", std::process::id());
+        let cookie = self.membership.as_ref().map_or_else(
+            || format!("VIPLAB{nanos:X}{:X}", std::process::id()),
+            |m| m.cookie.clone(),
+        );
         let files = [
             ("rabbitmq.conf", conf.as_str()),
             ("advanced.config", "[].\n"),
@@ -477,6 +605,14 @@ impl Broker {
             .env("HOME", d("home"))
             .env(MARKER, &self.dir)
             .env("RABBITMQ_NODENAME", &self.nodename)
+            .env(
+                "RABBITMQ_USE_LONGNAME",
+                if self.membership.is_some() {
+                    "true"
+                } else {
+                    "false"
+                },
+            )
             .env("RABBITMQ_MNESIA_BASE", d("mnesia"))
             .env("RABBITMQ_LOG_BASE", d("log"))
             .env("RABBITMQ_PID_FILE", d("rabbitmq.pid"))
@@ -547,6 +683,10 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        // A frozen VM (see `freeze`) cannot stop.
+        if self.vm().is_some() {
+            let _ = self.freeze(false);
+        }
         if let Err(e) = self.stop() {
             eprintln!("warning: {e:#}");
         }
@@ -560,6 +700,15 @@ impl Drop for Broker {
                 self.nodename,
                 self.ns.name()
             );
+        }
+        // For a developer's post-mortem: VIP_KEEP_BROKER_LOGS=DIR keeps
+        // each broker's log there.
+        if let Some(keep) = std::env::var_os("VIP_KEEP_BROKER_LOGS") {
+            let from = self.dir.join("log").join(format!("{}.log", self.nodename));
+            let to = Path::new(&keep).join(format!("{}-{}.log", self.ns.name(), self.node));
+            if let Err(e) = std::fs::copy(&from, &to) {
+                eprintln!("warning: cannot keep {}: {e}", from.display());
+            }
         }
         if let Err(e) = std::fs::remove_dir_all(&self.dir)
             && e.kind() != io::ErrorKind::NotFound
@@ -668,6 +817,25 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
+/// Established entries of a `/proc/net/tcp` table whose local port is
+/// `port` and whose remote address is `remote`.
+fn count_established(table: &str, port: u16, remote: Ipv4Addr) -> usize {
+    // Addresses are the raw u32 in host (little-endian) order, ports big.
+    let remote = format!("{:08X}", u32::from_ne_bytes(remote.octets()));
+    let port = format!("{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 3
+                && f[1].rsplit(':').next() == Some(port.as_str())
+                && f[2].split(':').next() == Some(remote.as_str())
+                && f[3] == "01"
+        })
+        .count()
+}
+
 /// Waits for `child` until `deadline`; `None` if it still runs then.
 fn wait_child(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
     loop {
@@ -761,6 +929,25 @@ fn kill_all(procs: &[NsProcess]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn established_connections_count_by_port_and_peer() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1628 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1
+   1: 6400630A:1628 0A00630A:D431 01 00000000:00000000 00:00000000 00000000     0        0 2 1
+   2: 6400630A:1628 0A00630A:D432 01 00000000:00000000 00:00000000 00000000     0        0 3 1
+   3: 6400630A:1628 0A00630A:D433 06 00000000:00000000 00:00000000 00000000     0        0 4 1
+   4: 0B00630A:1629 0A00630A:D434 01 00000000:00000000 00:00000000 00000000     0        0 5 1
+   5: 6400630A:1628 0200630A:D435 01 00000000:00000000 00:00000000 00000000     0        0 6 1
+";
+        let client = Ipv4Addr::new(10, 99, 0, 10);
+        assert_eq!(count_established(table, 5672, client), 2);
+        assert_eq!(count_established(table, 5673, client), 1);
+        assert_eq!(
+            count_established(table, 5672, Ipv4Addr::new(10, 99, 0, 2)),
+            1
+        );
+    }
 
     #[test]
     fn http_replies_parse() {
