@@ -116,6 +116,8 @@ const ALL: &[Job] = &Job::ALL;
 /// Every job but `build`: each runs the lab, and so installs packages first.
 const LABS: &[Job] = &[Job::Run, Job::Lab, Job::Test, Job::Bench];
 const TESTS: &[Job] = &[Job::Test, Job::Bench];
+/// The jobs that run `RabbitMQ` brokers: the tests, the benches and the demo.
+const BROKERS: &[Job] = &[Job::Run, Job::Test, Job::Bench];
 
 /// Every external program a job may start.
 pub const PROGRAMS: &[Program] = &[
@@ -245,19 +247,19 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "/usr/lib/rabbitmq/bin/rabbitmq-server",
         source: Source::Debian("rabbitmq-server"),
-        jobs: TESTS,
+        jobs: BROKERS,
         why: "real brokers in the lab's backend namespaces (vip_tests::broker)",
     },
     Program {
         name: "/usr/lib/rabbitmq/bin/rabbitmqctl",
         source: Source::Debian("rabbitmq-server"),
-        jobs: TESTS,
+        jobs: BROKERS,
         why: "broker status, alarms and stop (vip_tests::broker)",
     },
     Program {
         name: "/usr/lib/rabbitmq/bin/rabbitmq-upgrade",
         source: Source::Debian("rabbitmq-server"),
-        jobs: TESTS,
+        jobs: BROKERS,
         why: "maintenance mode: drain and revive a cluster member (vip_tests::broker)",
     },
     Program {
@@ -427,7 +429,10 @@ mod tests {
             packages(Job::Bench),
             ["haproxy", "iproute2", "keepalived", "rabbitmq-server"]
         );
-        assert_eq!(packages(Job::Run), ["iproute2", "iputils-ping"]);
+        assert_eq!(
+            packages(Job::Run),
+            ["iproute2", "iputils-ping", "rabbitmq-server"]
+        );
         assert_eq!(packages(Job::Lab), ["iproute2"]);
         assert!(packages(Job::Build).is_empty());
         assert!(packages(Job::Fuzz).is_empty());

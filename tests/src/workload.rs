@@ -113,6 +113,11 @@ pub struct Report {
     /// Confirmed ids never delivered (only meaningful after
     /// [`Workload::finish`]; 0 in a window).
     pub lost: u64,
+    /// Ids sent whose confirm had not come when the run ended, and where the
+    /// publisher held them then (`in flight` on its channel, or `waiting`
+    /// to go out again), e.g. `[14734] (in flight 1, waiting 0)`. Not lost:
+    /// the broker never took responsibility for them.
+    pub unconfirmed: String,
     /// Deliveries of an id already delivered.
     pub duplicates: u64,
     /// Connections the publisher had to make again.
@@ -162,7 +167,11 @@ impl Report {
             ms(self.longest_consume_gap),
             self.span.as_secs_f64(),
             self.confirm_rate(),
-        )
+        ) + &if self.unconfirmed.is_empty() {
+            String::new()
+        } else {
+            format!("; not confirmed (yet): {}", self.unconfirmed)
+        }
     }
 }
 
@@ -190,6 +199,10 @@ struct Tally {
     last_error: Option<String>,
     /// Every lost connection: when, which client, why.
     drops: Vec<(Instant, String)>,
+    /// The publisher's last view: ids published on its channel and not
+    /// answered yet, and ids waiting to go out again.
+    in_flight: usize,
+    waiting: usize,
 }
 
 /// A running workload; [`Workload::finish`] ends it.
@@ -284,6 +297,7 @@ impl Workload {
             nacked: 0,
             consumed: deliveries.len() as u64,
             lost: 0,
+            unconfirmed: String::new(),
             duplicates: 0,
             publisher_reconnects: inside(&t.publisher_drops).len() as u64,
             consumer_reconnects: inside(&t.consumer_drops).len() as u64,
@@ -392,7 +406,17 @@ impl Workload {
             .copied()
             .filter(|x| *x >= from && *x <= end)
             .collect();
+        let open: Vec<u64> = t.sent.difference(&t.confirmed).take(8).copied().collect();
+        let unconfirmed = if open.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{open:?} (in flight {}, waiting {})",
+                t.in_flight, t.waiting
+            )
+        };
         Report {
+            unconfirmed,
             sent: t.sent.len() as u64,
             confirmed: t.confirmed.len() as u64,
             nacked: t.nacked,
@@ -608,6 +632,11 @@ impl Run {
             }
             if self.stopped() {
                 return Ok(());
+            }
+            {
+                let mut t = self.lock();
+                t.in_flight = in_flight.len();
+                t.waiting = again.len();
             }
             tokio::select! {
                 Some((id, answer)) = done_rx.recv() => {

@@ -1,4 +1,5 @@
-//! `cargo xtask run` (the live demo) and `cargo xtask lab up|down|status`.
+//! `cargo xtask run --quick` (the plain-TCP demo) and `cargo xtask lab
+//! up|down|status`; the `RabbitMQ` demo is `cluster_demo`.
 
 use std::{
     collections::BTreeMap,
@@ -15,7 +16,7 @@ use vip_tests::lab::{
 };
 
 /// A vip-agent child; `SIGTERMed` (clean shutdown) when dropped.
-struct AgentProc(Option<Child>, PathBuf);
+pub(crate) struct AgentProc(pub(crate) Option<Child>, PathBuf);
 
 impl Drop for AgentProc {
     fn drop(&mut self) {
@@ -59,14 +60,14 @@ fn connect_many(n: u32) -> (BTreeMap<String, u32>, u32, Vec<TcpStream>) {
     (counts, failed, keep)
 }
 
-fn show(title: &str, text: &str) {
+pub(crate) fn show(title: &str, text: &str) {
     println!("\n== {title}");
     for line in text.lines() {
         println!("   {line}");
     }
 }
 
-fn vipctl(bins: &Path, bpffs: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn vipctl(bins: &Path, bpffs: &Path, args: &[&str]) -> Result<String> {
     let out = vip_tests::programs::command(bins.join("vipctl"))?
         .arg("--bpffs")
         .arg(bpffs)
@@ -80,7 +81,13 @@ fn vipctl(bins: &Path, bpffs: &Path, args: &[&str]) -> Result<String> {
 }
 
 /// Starts vip-agent on `node` with `cfg` and waits until its XDP link is pinned.
-fn start_agent(lab: &Lab, bins: &Path, node: &str, cfg: &Path, bpffs: &Path) -> Result<AgentProc> {
+pub(crate) fn start_agent(
+    lab: &Lab,
+    bins: &Path,
+    node: &str,
+    cfg: &Path,
+    bpffs: &Path,
+) -> Result<AgentProc> {
     let mut cmd = vip_tests::programs::command(bins.join("vip-agent"))?;
     cmd.arg("--config").arg(cfg).stdout(Stdio::null());
     let child = lab.spawn_unmanaged(node, cmd)?;
@@ -99,7 +106,7 @@ fn start_agent(lab: &Lab, bins: &Path, node: &str, cfg: &Path, bpffs: &Path) -> 
     Ok(agent)
 }
 
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + limit;
     while !f() {
         if Instant::now() > deadline {
@@ -110,8 +117,9 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Resul
     Ok(())
 }
 
-/// The live demo: two load balancers running VRRP with 10 ms adverts in
-/// front of three backends; traffic, tables, counters; then the master's
+/// The quick demo (`cargo xtask run --quick`, no `RabbitMQ` needed): two
+/// load balancers running VRRP with 10 ms adverts in front of three plain
+/// TCP backends; traffic, tables, counters; then the master's
 /// agent is killed (-9) while a client probes and holds connections open,
 /// and the measured gap is printed. The lab is removed at the end.
 #[expect(

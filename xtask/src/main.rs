@@ -11,6 +11,7 @@
 //! is one this command declared and installed.
 
 mod bootstrap;
+mod cluster_demo;
 mod demo;
 mod fuzz;
 
@@ -41,7 +42,9 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// With no arguments: a live demo in the netns lab. With `-- --config
+    /// With no arguments: a live demo in the netns lab (a `RabbitMQ` quorum
+    /// cluster behind two vip nodes, failovers under an AMQP workload).
+    /// `--quick`: the plain-TCP demo, without `RabbitMQ`. With `-- --config
     /// FILE [--iface IF]`: run the agent for real on this host.
     Run {
         /// Arguments for vip-agent (after `--`).
@@ -154,14 +157,22 @@ fn build(release: bool) -> Result<PathBuf> {
 
 fn run(args: &[String]) -> Result<()> {
     let bins = build(false)?;
-    if args.is_empty() {
+    let quick = args == ["--quick"];
+    if args.is_empty() || quick {
         if !is_root() {
             bail!(
                 "the lab demo needs root (network namespaces, XDP): run `sudo -E cargo xtask run`"
             );
         }
-        bootstrap::apt_packages(&programs::packages(Job::Run))?;
-        return demo::run(&bins);
+        let mut packages = programs::packages(Job::Run);
+        if quick {
+            // The plain-TCP demo runs no broker.
+            packages.retain(|p| *p != "rabbitmq-server");
+            bootstrap::apt_packages(&packages)?;
+            return demo::run(&bins);
+        }
+        bootstrap::apt_packages(&packages)?;
+        return cluster_demo::run(&bins);
     }
     let mut c = programs::command(bins.join("vip-agent"))?;
     c.args(args);
