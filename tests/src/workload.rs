@@ -65,6 +65,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// confirm lost in a queue leader's change would otherwise hold it for ever;
 /// seen once in about 27 000 publishes through broker faults).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Nacks in a row after which the publisher drops its connection and
+/// connects again.
+const MAX_NACKS_IN_A_ROW: u32 = 250;
 /// How long [`Workload::finish`] and drop wait for the clients to end.
 const JOIN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -623,6 +626,9 @@ impl Run {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut failed: Option<anyhow::Error> = None;
+        // Nacks in a row: a channel whose every publish is refused is
+        // given up, as a client would, and the publisher connects again.
+        let mut nacks_in_a_row = 0u32;
         loop {
             let publishing = !self.stop_publishing.load(Ordering::Relaxed)
                 && Instant::now() < deadline
@@ -644,6 +650,7 @@ impl Run {
                     let mut t = self.lock();
                     match answer {
                         Some(true) => {
+                            nacks_in_a_row = 0;
                             if t.confirmed.insert(id) {
                                 t.confirm_times.push(Instant::now());
                             }
@@ -652,6 +659,10 @@ impl Run {
                             t.nacked += 1;
                             drop(t);
                             again.push_back(id);
+                            nacks_in_a_row += 1;
+                            if nacks_in_a_row >= MAX_NACKS_IN_A_ROW {
+                                failed = Some(anyhow!("{nacks_in_a_row} publishes in a row nacked"));
+                            }
                         }
                         None => {
                             drop(t);
@@ -679,7 +690,11 @@ impl Run {
                                     .await
                                     .ok()
                                     .and_then(Result::ok)
-                                    .map(|c| matches!(c, Confirmation::Ack(_)));
+                                    .and_then(|c| match c {
+                                        Confirmation::Ack(_) => Some(true),
+                                        Confirmation::Nack(_) => Some(false),
+                                        Confirmation::NotRequested => None,
+                                    });
                                 let _ = tx.send((id, answer));
                             });
                         }

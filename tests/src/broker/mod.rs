@@ -546,7 +546,8 @@ impl Broker {
                 "cluster_name = vip-lab\n\
                  cluster_formation.peer_discovery_backend = classic_config\n\
                  cluster_formation.discovery_retry_limit = 2\n\
-                 cluster_partition_handling = pause_minority\n",
+                 cluster_partition_handling = pause_minority\n\
+                 net_ticktime = 10\n",
             );
             for (i, node) in m.nodes.iter().enumerate() {
                 writeln!(

@@ -214,12 +214,23 @@ impl Haproxy {
     /// Starts `HAProxy` in `node` (with `net.ipv4.ip_nonlocal_bind` on) for
     /// `backends` and waits up to 3 s until it listens on VIP:5672.
     pub fn start(lab: &Lab, node: &str, backends: &[(&str, u32)]) -> Self {
+        Self::start_with(lab, node, backends, "")
+    }
+
+    /// [`Haproxy::start`] with `server_options` after each `server` line,
+    /// e.g. `check inter 200ms fall 2 rise 2`.
+    pub fn start_with(
+        lab: &Lab,
+        node: &str,
+        backends: &[(&str, u32)],
+        server_options: &str,
+    ) -> Self {
         lab.ns(node)
             .sysctl("net.ipv4.ip_nonlocal_bind", "1")
             .unwrap_or_else(|e| panic!("{e:#}"));
         let mut servers = String::new();
         for (i, (a, _)) in backends.iter().enumerate() {
-            let _ = writeln!(servers, "    server b{} {a}:5672", i + 1);
+            let _ = writeln!(servers, "    server b{} {a}:5672 {server_options}", i + 1);
         }
         let cfg = format!(
             "global\n\
