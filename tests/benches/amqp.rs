@@ -5,8 +5,8 @@
 //! Both in front of the same kind of three-node quorum cluster, 10 ms
 //! adverts, 250 persistent messages/s with publisher confirms and a consumer
 //! with manual acks (`vip_tests::workload`). Faults, one after another: the
-//! LB master's VRRP daemon kill -9, the old master back (it preempts), and
-//! a kill -9 of the broker holding the most client connections. Reported
+//! LB master's VRRP daemon kill -9, then a kill -9 of the broker holding the
+//! most client connections. Reported
 //! per fault and stack: reconnects, the longest publish stall, and over the
 //! run: lost and duplicates.
 //!
@@ -30,13 +30,10 @@ use vip_tests::{
 const BACKENDS: [(&str, u32); 3] = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
 const BROKERS: [&str; 3] = ["b1", "b2", "b3"];
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
+const LB2: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 3);
 const RATE: u32 = 250;
 const ADVERT: Duration = Duration::from_millis(10);
-const FAULTS: [&str; 3] = [
-    "LB master kill -9",
-    "old master back (preempts)",
-    "broker kill -9",
-];
+const FAULTS: [&str; 2] = ["LB master kill -9", "broker kill -9"];
 
 /// One stack on lb1 and lb2. Field order is drop order.
 enum Stack {
@@ -104,13 +101,6 @@ impl Stack {
             }
         }
     }
-
-    fn restart_lb1(&mut self, lab: &Lab) {
-        match self {
-            Self::Vip { lb1, .. } => lb1.spawn(lab),
-            Self::Peer { ka1, .. } => *ka1 = Keepalived::start(lab, "lb1", &Vrrp::v3(150, ADVERT)),
-        }
-    }
 }
 
 /// Figures of one stack: a window per fault, and the whole run.
@@ -153,17 +143,13 @@ fn run(vip: bool) -> Run {
     });
     faults.push(window_after(&load, from));
 
-    let from = Instant::now();
-    stack.restart_lb1(&lab);
-    wait_for("lb1 master again", Duration::from_secs(10), || {
-        (stack.holds(&lab, true) && !stack.holds(&lab, false)).then_some(())
-    });
-    faults.push(window_after(&load, from));
-
+    // The clients' connections reach the brokers from the client (vip:
+    // direct server return) or from the master LB (HAProxy proxies them).
+    let from_addr = if vip { CLIENT } else { LB2 };
     let victim = BROKERS
         .iter()
         .copied()
-        .max_by_key(|b| cluster.broker(b).connections_from(CLIENT).unwrap_or(0))
+        .max_by_key(|b| cluster.broker(b).connections_from(from_addr).unwrap_or(0))
         .expect("brokers");
     let from = Instant::now();
     cluster.broker_mut(victim).kill9().expect("kill -9");
@@ -225,6 +211,13 @@ fn main() {
     ] {
         let _ = writeln!(md, "| {what} | {} | {} |", f(&vip.whole), f(&peer.whole));
     }
+    md.push_str(
+        "\n\"lost\" counts confirmed messages not delivered within 30 s of the \
+         publisher's stop. Through HAProxy these are most likely held unacked by the \
+         consumer's old connection, which the old master's HAProxy keeps open to its \
+         broker after the VIP moved (the broker lets it go at its heartbeat timeout, \
+         60 s); with vip the client's own connection moves with the VIP.\n",
+    );
     let _ = writeln!(
         md,
         "\nClusters formed in {:.1} s and {:.1} s; the bench took {:.0} s.",
