@@ -195,17 +195,40 @@ struct Tally {
     confirm_times: Vec<Instant>,
     /// When each first delivery came (in order).
     delivery_times: Vec<Instant>,
-    /// When each client lost its connection.
-    publisher_drops: Vec<Instant>,
-    consumer_drops: Vec<Instant>,
     /// The latest error each client saw, for the report of a failed run.
     last_error: Option<String>,
     /// Every lost connection: when, which client, why.
-    drops: Vec<(Instant, String)>,
+    drops: Vec<(Instant, Client, String)>,
     /// The publisher's last view: ids published on its channel and not
     /// answered yet, and ids waiting to go out again.
     in_flight: usize,
     waiting: usize,
+}
+
+/// One of the workload's two clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Client {
+    Publisher,
+    Consumer,
+}
+
+impl Client {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Publisher => "publisher",
+            Self::Consumer => "consumer",
+        }
+    }
+}
+
+impl Tally {
+    /// Connections `who` lost between `from` and `to`.
+    fn drops_of(&self, who: Client, from: Instant, to: Instant) -> u64 {
+        self.drops
+            .iter()
+            .filter(|(at, c, _)| *c == who && *at >= from && *at <= to)
+            .count() as u64
+    }
 }
 
 /// A running workload; [`Workload::finish`] ends it.
@@ -302,8 +325,8 @@ impl Workload {
             lost: 0,
             unconfirmed: String::new(),
             duplicates: 0,
-            publisher_reconnects: inside(&t.publisher_drops).len() as u64,
-            consumer_reconnects: inside(&t.consumer_drops).len() as u64,
+            publisher_reconnects: t.drops_of(Client::Publisher, from, to),
+            consumer_reconnects: t.drops_of(Client::Consumer, from, to),
             longest_publish_stall: longest_gap(from, &confirms, to),
             longest_consume_gap: longest_gap(from, &deliveries, to),
             span: to.saturating_duration_since(from),
@@ -323,10 +346,11 @@ impl Workload {
         let t = self.lock();
         t.drops
             .iter()
-            .map(|(at, why)| {
+            .map(|(at, who, why)| {
                 format!(
-                    "{:+.3} s {why}",
-                    at.saturating_duration_since(self.started).as_secs_f64()
+                    "{:+.3} s {}: {why}",
+                    at.saturating_duration_since(self.started).as_secs_f64(),
+                    who.name()
                 )
             })
             .collect()
@@ -426,8 +450,8 @@ impl Workload {
             consumed: t.delivered.len() as u64,
             lost,
             duplicates: t.duplicates,
-            publisher_reconnects: t.publisher_drops.len() as u64,
-            consumer_reconnects: t.consumer_drops.len() as u64,
+            publisher_reconnects: t.drops_of(Client::Publisher, from, end),
+            consumer_reconnects: t.drops_of(Client::Consumer, from, end),
             longest_publish_stall: longest_gap(from, &confirms, end),
             longest_consume_gap: longest_gap(from, &deliveries, end),
             span: end.saturating_duration_since(from),
@@ -586,19 +610,8 @@ impl Run {
             let outcome = self
                 .publish_on(&channel, &mut again, &mut next_id, period, deadline)
                 .await;
-            let _ = tokio::time::timeout(Duration::from_millis(500), conn.close(200, "bye".into()))
-                .await;
-            match outcome {
-                Ok(()) => return,
-                Err(e) => {
-                    self.note_error("publisher", &e);
-                    {
-                        let mut t = self.lock();
-                        t.publisher_drops.push(Instant::now());
-                        t.drops.push((Instant::now(), format!("publisher: {e:#}")));
-                    }
-                    tokio::time::sleep(RECONNECT_PAUSE).await;
-                }
+            if !self.ended(Client::Publisher, conn, outcome).await {
+                return;
             }
         }
     }
@@ -739,25 +752,31 @@ impl Run {
         .await
     }
 
+    /// Closes `who`'s connection after its run on it ended with `outcome`:
+    /// `false` when the run is over, `true` (a lost connection, recorded,
+    /// after the reconnect pause) when `who` should connect again.
+    async fn ended(&self, who: Client, conn: Connection, outcome: Result<()>) -> bool {
+        let _ =
+            tokio::time::timeout(Duration::from_millis(500), conn.close(200, "bye".into())).await;
+        let Err(e) = outcome else {
+            return false;
+        };
+        self.note_error(who.name(), &e);
+        self.lock()
+            .drops
+            .push((Instant::now(), who, format!("{e:#}")));
+        tokio::time::sleep(RECONNECT_PAUSE).await;
+        true
+    }
+
     async fn consumer(self: Arc<Self>) {
         loop {
             let Some((conn, channel)) = self.connect("consumer").await else {
                 return;
             };
             let outcome = self.consume_on(&channel).await;
-            let _ = tokio::time::timeout(Duration::from_millis(500), conn.close(200, "bye".into()))
-                .await;
-            match outcome {
-                Ok(()) => return,
-                Err(e) => {
-                    self.note_error("consumer", &e);
-                    {
-                        let mut t = self.lock();
-                        t.consumer_drops.push(Instant::now());
-                        t.drops.push((Instant::now(), format!("consumer: {e:#}")));
-                    }
-                    tokio::time::sleep(RECONNECT_PAUSE).await;
-                }
+            if !self.ended(Client::Consumer, conn, outcome).await {
+                return;
             }
         }
     }

@@ -96,6 +96,13 @@ fn agent_config(lab: &Lab, node: &str, priority: u8) -> Config {
 /// six brokers, and the stalls measured would be the machine's.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Holds [`ONE_AT_A_TIME`] (a failed test's poison does not matter).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn setup(tag: &str) -> Setup {
     let mut opts = LabOptions::unique(tag);
     opts.start_backends = false;
@@ -250,9 +257,7 @@ fn lb_faults_cost_no_reconnect_and_no_message() {
         eprintln!("skipping: needs root");
         return;
     }
-    let _one = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = one_at_a_time();
     let mut s = setup("qqlb");
     let load = s.start_load();
     let settle = Duration::from_millis(500);
@@ -357,9 +362,7 @@ fn broker_faults_lose_no_confirmed_message() {
         eprintln!("skipping: needs root");
         return;
     }
-    let _one = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = one_at_a_time();
     let mut s = setup("qqbr");
     let load = s.start_load();
     let settle = Duration::from_millis(500);
