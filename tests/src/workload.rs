@@ -61,9 +61,14 @@ const PREFETCH: u16 = 500;
 /// past that the connection counts as lost. A frozen broker stops reading,
 /// and a full socket would block a write for ever.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a publish may wait for its confirm before it is sent again (a
-/// confirm lost in a queue leader's change would otherwise hold it for ever;
-/// seen once in about 27 000 publishes through broker faults).
+/// How long a publish may wait for its confirm. Past that the channel is
+/// given up, as a client waiting for confirms with a timeout does, and the
+/// publisher connects again and sends it anew. A channel can hang for good
+/// on a survivor: after a cut link of the queue's leader, a channel whose
+/// publishes went to the old leader stayed credit-blocked after the
+/// election (seen for 30 s, until its socket buffers filled and the write
+/// blocked); a confirm lost in a leader's change would otherwise hold its
+/// message for ever (seen once in about 27 000 publishes).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Nacks in a row after which the publisher drops its connection and
 /// connects again.
@@ -187,7 +192,8 @@ fn ms(d: Duration) -> f64 {
 struct Tally {
     sent: BTreeSet<u64>,
     confirmed: BTreeSet<u64>,
-    nacked: u64,
+    /// When each nack came (in order).
+    nack_times: Vec<Instant>,
     /// Deliveries per id.
     delivered: HashMap<u64, u32>,
     duplicates: u64,
@@ -320,7 +326,7 @@ impl Workload {
         Report {
             sent: 0,
             confirmed: confirms.len() as u64,
-            nacked: 0,
+            nacked: inside(&t.nack_times).len() as u64,
             consumed: deliveries.len() as u64,
             lost: 0,
             unconfirmed: String::new(),
@@ -365,6 +371,16 @@ impl Workload {
     /// Waits until `n` more messages are confirmed and consumed than now (at
     /// most `limit`): the workload is flowing again.
     pub fn wait_flowing(&self, n: u64, limit: Duration) -> Result<()> {
+        self.wait_more(n, true, limit)
+    }
+
+    /// Waits until `n` more messages are confirmed than now (at most
+    /// `limit`), whatever the consumer does: publishing goes on.
+    pub fn wait_confirmed(&self, n: u64, limit: Duration) -> Result<()> {
+        self.wait_more(n, false, limit)
+    }
+
+    fn wait_more(&self, n: u64, consumed_too: bool, limit: Duration) -> Result<()> {
         let (c0, d0) = {
             let t = self.lock();
             (t.confirm_times.len(), t.delivery_times.len())
@@ -374,14 +390,17 @@ impl Workload {
         loop {
             {
                 let t = self.lock();
-                if t.confirm_times.len() >= c0 + n && t.delivery_times.len() >= d0 + n {
+                if t.confirm_times.len() >= c0 + n
+                    && (!consumed_too || t.delivery_times.len() >= d0 + n)
+                {
                     return Ok(());
                 }
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "the workload did not confirm and consume {n} more messages within {limit:?} \
+                    "the workload did not confirm{} {n} more messages within {limit:?} \
                      (so far: {}; last error: {})",
+                    if consumed_too { " and consume" } else { "" },
                     self.snapshot().line(),
                     self.last_error().unwrap_or_default()
                 );
@@ -446,7 +465,7 @@ impl Workload {
             unconfirmed,
             sent: t.sent.len() as u64,
             confirmed: t.confirmed.len() as u64,
-            nacked: t.nacked,
+            nacked: t.nack_times.len() as u64,
             consumed: t.delivered.len() as u64,
             lost,
             duplicates: t.duplicates,
@@ -632,7 +651,8 @@ impl Run {
         )
         .await?;
         // (id, Some(true)) acked, Some(false) nacked, None: no answer (the
-        // channel went, or none within CONFIRM_TIMEOUT): sent again.
+        // channel went, or none within CONFIRM_TIMEOUT): sent again, on a
+        // new connection.
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Option<bool>)>();
         // Ids published on this channel and not confirmed yet.
         let mut in_flight: BTreeSet<u64> = BTreeSet::new();
@@ -660,28 +680,7 @@ impl Run {
             tokio::select! {
                 Some((id, answer)) = done_rx.recv() => {
                     in_flight.remove(&id);
-                    let mut t = self.lock();
-                    match answer {
-                        Some(true) => {
-                            nacks_in_a_row = 0;
-                            if t.confirmed.insert(id) {
-                                t.confirm_times.push(Instant::now());
-                            }
-                        }
-                        Some(false) => {
-                            t.nacked += 1;
-                            drop(t);
-                            again.push_back(id);
-                            nacks_in_a_row += 1;
-                            if nacks_in_a_row >= MAX_NACKS_IN_A_ROW {
-                                failed = Some(anyhow!("{nacks_in_a_row} publishes in a row nacked"));
-                            }
-                        }
-                        None => {
-                            drop(t);
-                            again.push_back(id);
-                        }
-                    }
+                    failed = self.answered(channel, id, answer, again, &mut nacks_in_a_row);
                 }
                 _ = tick.tick(), if in_flight.len() < MAX_IN_FLIGHT => {
                     let id = match again.pop_front() {
@@ -729,6 +728,47 @@ impl Run {
                     again.push_front(*id);
                 }
                 return Err(e);
+            }
+        }
+    }
+
+    /// Records the broker's answer for `id` (`Some(true)` acked,
+    /// `Some(false)` nacked, `None`: none) and says why the channel must be
+    /// given up, if it must: a missing confirm, or
+    /// [`MAX_NACKS_IN_A_ROW`] nacks in a row. Ids not acked go to `again`.
+    fn answered(
+        &self,
+        channel: &Channel,
+        id: u64,
+        answer: Option<bool>,
+        again: &mut VecDeque<u64>,
+        nacks_in_a_row: &mut u32,
+    ) -> Option<anyhow::Error> {
+        let mut t = self.lock();
+        match answer {
+            Some(true) => {
+                *nacks_in_a_row = 0;
+                if t.confirmed.insert(id) {
+                    t.confirm_times.push(Instant::now());
+                }
+                None
+            }
+            Some(false) => {
+                t.nack_times.push(Instant::now());
+                drop(t);
+                again.push_back(id);
+                *nacks_in_a_row += 1;
+                (*nacks_in_a_row >= MAX_NACKS_IN_A_ROW)
+                    .then(|| anyhow!("{nacks_in_a_row} publishes in a row nacked"))
+            }
+            None => {
+                drop(t);
+                again.push_back(id);
+                Some(if channel.status().connected() {
+                    anyhow!("no confirm for message {id} within {CONFIRM_TIMEOUT:?}")
+                } else {
+                    anyhow!("the channel is no longer connected")
+                })
             }
         }
     }

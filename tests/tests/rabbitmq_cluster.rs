@@ -10,12 +10,13 @@
 //!   preempting back): 0 reconnects and a publish stall under 300 ms. A
 //!   segment lost during the takeover is retransmitted after the minimum RTO
 //!   (200 ms), which is the floor of that stall.
-//! - Broker faults (kill -9, SIGSTOP, maintenance mode, a rolling restart):
-//!   at most one reconnect per client per fault, and the stalls bounded (see
-//!   [`BROKER_STALL_LIMIT`], [`BROKER_CONSUME_GAP_LIMIT`]); then a cut link
+//! - Broker faults (kill -9, a hang of a member and of the queue's leader
+//!   shorter than Erlang's failure detector, maintenance mode, a rolling
+//!   restart): reconnects bounded per client ([`PUBLISHER_RECONNECTS`],
+//!   [`CONSUMER_RECONNECTS`], and why), and the stalls bounded
+//!   ([`BROKER_STALL_LIMIT`], [`BROKER_CONSUME_GAP_LIMIT`]); then a cut link
 //!   of the queue's leader ([`LINK_CUT_STALL_LIMIT`]), after which the
-//!   isolated node pauses (`pause_minority`). Ignored for now: see its
-//!   attribute.
+//!   isolated node pauses (`pause_minority`).
 //! - At the end: 0 confirmed messages lost, in every case.
 #![allow(
     clippy::too_many_lines,
@@ -51,14 +52,16 @@ const LB_STALL_LIMIT: Duration = Duration::from_millis(300);
 /// The longest publish stall a broker fault may cause. A crash, a hang, a
 /// drain or a restart moves the clients within the check's `fall` (2 × 200
 /// ms, timeout 300 ms) plus a reconnect; a crashed leader costs a Raft
-/// election on top (0.3 s, `../shared/design/RABBITMQ.md`). Measured: at
-/// most 2.1 s (a hang). The bound leaves room for a loaded machine.
+/// election on top (0.3 s, `../shared/design/RABBITMQ.md`); a hung leader
+/// stalls the queue for as long as it hangs ([`HANG`]); a channel left
+/// hanging on a survivor is given up after the workload's confirm timeout
+/// (10 s). Measured (2026-12-02, 4 runs): at most 9.1 s (the leader's
+/// restart), 5.2 s for the hung leader, under 1.6 s otherwise.
 const BROKER_STALL_LIMIT: Duration = Duration::from_secs(14);
-/// The longest gap in consumption a broker fault may cause. A frozen
-/// (SIGSTOP) member holds its consumer's unacked deliveries and delays the
-/// new consumer's for about 30 s (measured; `RabbitMQ`'s own behaviour, after
-/// vip has reset the frozen node's flows within the check's `fall`).
-const BROKER_CONSUME_GAP_LIMIT: Duration = Duration::from_secs(50);
+/// The longest gap in consumption a broker fault may cause: the publish
+/// stall, plus the redelivery of what the lost consumer held unacked (up to
+/// its prefetch, 500). Measured: at most 13.2 s (the leader's restart).
+const BROKER_CONSUME_GAP_LIMIT: Duration = Duration::from_secs(30);
 /// The longest publish stall a cut link of the queue's leader may cause:
 /// the new leader comes after about 7 s (`../shared/design/RABBITMQ.md`),
 /// and the clients' reconnects wait on the queue until then.
@@ -325,10 +328,24 @@ fn lb_faults_cost_no_reconnect_and_no_message() {
     assert_eq!(report.duplicates, 0, "{report:?}");
 }
 
-fn assert_broker_fault(what: &str, r: &Report) {
+/// Reconnects a broker fault may cost each client: one, to move off the
+/// broker. The publisher may need one more when the fault took the queue's
+/// leader: a channel opened on a survivor while the members elect a new
+/// leader can have its publishes nacked (by `RabbitMQ` 3.10's quorum-queue
+/// client on that channel), every one, and keep doing so after the election
+/// (seen for over a minute); the workload gives such a channel up after
+/// 250 nacks in a row (one second at 250 messages/s), as a client should,
+/// and the next channel works at once.
+const PUBLISHER_RECONNECTS: u64 = 2;
+const CONSUMER_RECONNECTS: u64 = 1;
+
+fn assert_broker_fault(what: &str, r: &Report, load: &Workload) {
     assert!(
-        r.publisher_reconnects <= 1 && r.consumer_reconnects <= 1,
-        "{what}: a client reconnected more than once: {r:?}"
+        r.publisher_reconnects <= PUBLISHER_RECONNECTS
+            && r.consumer_reconnects <= CONSUMER_RECONNECTS,
+        "{what}: a client reconnected more than the bound ({PUBLISHER_RECONNECTS} for the publisher, \
+         {CONSUMER_RECONNECTS} for the consumer): {r:?}\n{:#?}",
+        load.drops()
     );
     assert!(
         r.longest_publish_stall < BROKER_STALL_LIMIT,
@@ -340,6 +357,47 @@ fn assert_broker_fault(what: &str, r: &Report) {
         "{what}: consumption stopped for {:?}",
         r.longest_consume_gap
     );
+}
+
+/// The longest a broker is kept frozen: below the 7.5 s after which its
+/// peers may declare it down at the earliest (`net_ticktime` 10 s, less a
+/// quarter). A longer hang partitions the cluster, and `pause_minority`
+/// does not heal that: nobody was in a minority while it lasted (measured,
+/// 31 s frozen: its peers saw it down after 11 s, and after SIGCONT
+/// mnesia reported `running_partitioned_network` and the others kept
+/// counting two running nodes for over a minute). `RabbitMQ`'s partition
+/// handling, not the load balancer's, decides that case.
+const HANG: Duration = Duration::from_secs(5);
+
+/// Freezes `victim` (SIGSTOP) until both agents see it down and, when
+/// `publishing` is expected to go on meanwhile (the victim leads no
+/// queue), 250 more messages are confirmed through the other members; then
+/// thaws it (SIGCONT), at most [`HANG`] after the freeze.
+fn hang(s: &Setup, load: &Workload, victim: &str, publishing: bool) {
+    let frozen = Instant::now();
+    s.cluster.broker(victim).freeze(true).expect("SIGSTOP");
+    s.wait_backend(lab_addr(victim), false);
+    let moved = load.wait_confirmed(u64::from(RATE), HANG.saturating_sub(frozen.elapsed()));
+    s.cluster.broker(victim).freeze(false).expect("SIGCONT");
+    let held = frozen.elapsed();
+    eprintln!("{victim} was frozen for {held:?}");
+    assert!(
+        held < HANG + Duration::from_secs(1),
+        "frozen too long: {held:?}"
+    );
+    if publishing {
+        moved.expect("publishing goes on through the other members");
+    }
+}
+
+/// The broker leading the workload's queue.
+fn queue_leader(s: &Setup) -> &'static str {
+    let leader = Cluster::queue_leader(s.cluster.broker("b1"), "vip-load").expect("leader");
+    BROKERS
+        .iter()
+        .copied()
+        .find(|b| leader == format!("rabbit@{}", lab_addr(b)))
+        .unwrap_or_else(|| panic!("the leader {leader} is no member"))
 }
 
 /// Waits until the cluster has all three members running again and both
@@ -354,9 +412,6 @@ fn all_back(s: &Setup) {
 }
 
 #[test]
-#[ignore = "intermittent (about 1 run in 4): after a broker's kill -9 the survivors nack every \
-            publish and refuse the consumer for over a minute; not understood yet. \
-            Run with `cargo test -p vip-tests --test rabbitmq_cluster -- --ignored`"]
 fn broker_faults_lose_no_confirmed_message() {
     if !is_root() {
         eprintln!("skipping: needs root");
@@ -373,7 +428,7 @@ fn broker_faults_lose_no_confirmed_message() {
         s.cluster.broker_mut(victim).kill9().expect("kill -9");
         s.wait_backend(lab_addr(victim), false);
     });
-    assert_broker_fault("kill -9", &r);
+    assert_broker_fault("kill -9", &r, &load);
     assert!(r.reconnects() >= 1, "its clients reconnected: {r:?}");
     s.cluster
         .broker_mut(victim)
@@ -382,10 +437,8 @@ fn broker_faults_lose_no_confirmed_message() {
     all_back(&s);
 
     // A hang: its sockets stay open; XDP resets its flows once the check
-    // reaches `fall`, and the clients reconnect through the VIP. The queue's
-    // leadership moves off it first: a frozen leader keeps its Erlang
-    // distribution links open, and the queue then waits for RabbitMQ's own
-    // failure detector (over 30 s here), which no load balancer shortens.
+    // reaches `fall`, and the clients reconnect through the VIP. First a
+    // member (the queue's leader moved off it), then the leader itself.
     let victim = s.busiest_broker();
     let other = BROKERS
         .iter()
@@ -395,12 +448,21 @@ fn broker_faults_lose_no_confirmed_message() {
         .move_leader("vip-load", &format!("rabbit@{}", lab_addr(other)))
         .expect("the queue's leader moves off the victim");
     let r = around(&mut s, &load, &format!("{victim} SIGSTOP"), settle, |s| {
-        s.cluster.broker(victim).freeze(true).expect("SIGSTOP");
-        s.wait_backend(lab_addr(victim), false);
+        hang(s, &load, victim, true);
     });
-    assert_broker_fault("SIGSTOP", &r);
+    assert_broker_fault("SIGSTOP", &r, &load);
     assert!(r.reconnects() >= 1, "its clients were reset: {r:?}");
-    s.cluster.broker(victim).freeze(false).expect("SIGCONT");
+    all_back(&s);
+
+    let leader = queue_leader(&s);
+    let r = around(
+        &mut s,
+        &load,
+        &format!("{leader} (leader) SIGSTOP"),
+        settle,
+        |s| hang(s, &load, leader, false),
+    );
+    assert_broker_fault("SIGSTOP of the leader", &r, &load);
     all_back(&s);
 
     // Maintenance mode: the broker closes its clients and its listener; the
@@ -413,7 +475,7 @@ fn broker_faults_lose_no_confirmed_message() {
             .expect("drain");
         s.wait_backend(lab_addr(victim), false);
     });
-    assert_broker_fault("drain", &r);
+    assert_broker_fault("drain", &r, &load);
     assert_eq!(
         s.cluster
             .broker(victim)
@@ -436,19 +498,14 @@ fn broker_faults_lose_no_confirmed_message() {
             s.cluster.broker_mut(b).start_again().expect("start");
             all_back(s);
         });
-        assert_broker_fault("restart", &r);
+        assert_broker_fault("restart", &r, &load);
     }
 
     // A cut link of the queue's leader. Its clients are reset once the
     // check fails; the other members elect a new leader; with
     // `pause_minority` the isolated node pauses (closes 5672) once Erlang
     // sees the others gone (`net_ticktime`, 10 s in the lab).
-    let leader = Cluster::queue_leader(s.cluster.broker("b1"), "vip-load").expect("leader");
-    let victim = BROKERS
-        .iter()
-        .copied()
-        .find(|b| leader == format!("rabbit@{}", lab_addr(b)))
-        .unwrap_or_else(|| panic!("the leader {leader} is no member"));
+    let victim = queue_leader(&s);
     let r = around(
         &mut s,
         &load,
