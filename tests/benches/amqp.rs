@@ -4,11 +4,13 @@
 //! 200 ms, fall 2, and shutting down the sessions of a broker marked down).
 //! Both in front of the same kind of three-node quorum cluster, 10 ms
 //! adverts, 250 persistent messages/s with publisher confirms and a consumer
-//! with manual acks (`vip_tests::workload`). Faults, one after another: the
-//! LB master's VRRP daemon kill -9, then a kill -9 of the broker holding the
-//! most client connections. Reported
-//! per fault and stack: reconnects, the longest publish stall, and over the
-//! run: lost and duplicates.
+//! with manual acks (`vip_tests::workload`). Faults, one after another (see
+//! [`FAULTS`]): the LB master's VRRP daemon kill -9, SIGTERM and link down,
+//! each followed by the old master taking the VIP back; then a kill -9, a
+//! short hang and a drain of the broker holding the most client
+//! connections. Reported per fault and stack over [`TRIALS`] runs:
+//! reconnects and the longest publish stall; over each run: lost and
+//! duplicates.
 //!
 //! Run with `cargo xtask bench`; the markdown goes to stdout and is
 //! appended to `VIP_BENCH_REPORT` when set.
@@ -30,10 +32,30 @@ use vip_tests::{
 const BACKENDS: [(&str, u32); 3] = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
 const BROKERS: [&str; 3] = ["b1", "b2", "b3"];
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
+const LB1: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 const LB2: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 3);
 const RATE: u32 = 250;
 const ADVERT: Duration = Duration::from_millis(10);
-const FAULTS: [&str; 2] = ["LB master kill -9", "broker kill -9"];
+/// Runs of each stack; the table shows the range over them.
+const TRIALS: usize = 2;
+/// The longest a broker is kept frozen: below the 7.5 s after which Erlang
+/// may declare it down (`net_ticktime` 10 s in the lab), which would
+/// partition the cluster (see `tests/tests/rabbitmq_cluster.rs`).
+const HANG: Duration = Duration::from_secs(2);
+/// The faults, in the order each run injects them. The old master comes
+/// back after each LB fault and takes the VIP again (preemption, or its
+/// link back): a failover of its own.
+const FAULTS: [&str; 9] = [
+    "LB master kill -9",
+    "old master back (after kill -9)",
+    "LB master SIGTERM",
+    "old master back (after SIGTERM)",
+    "LB master link down",
+    "old master's link back",
+    "broker kill -9",
+    "broker SIGSTOP (2 s)",
+    "broker drain",
+];
 
 /// One stack on lb1 and lb2. Field order is drop order.
 enum Stack {
@@ -42,7 +64,8 @@ enum Stack {
         lb2: Agent,
     },
     Peer {
-        ka1: Keepalived,
+        /// `None` between a SIGTERM and the restart.
+        ka1: Option<Keepalived>,
         ka2: Keepalived,
         _ha1: Haproxy,
         _ha2: Haproxy,
@@ -70,7 +93,7 @@ impl Stack {
             let ha1 = Haproxy::start_with(lab, "lb1", &BACKENDS, checked);
             let ha2 = Haproxy::start_with(lab, "lb2", &BACKENDS, checked);
             Self::Peer {
-                ka1: Keepalived::start(lab, "lb1", &Vrrp::v3(150, ADVERT)),
+                ka1: Some(Keepalived::start(lab, "lb1", &Vrrp::v3(150, ADVERT))),
                 ka2: Keepalived::start(lab, "lb2", &Vrrp::v3(100, ADVERT)),
                 _ha1: ha1,
                 _ha2: ha2,
@@ -82,7 +105,7 @@ impl Stack {
         match (self, lb1) {
             (Self::Vip { lb1, .. }, true) => lb1.holds(VIP),
             (Self::Vip { lb2, .. }, false) => lb2.holds(VIP),
-            (Self::Peer { ka1, .. }, true) => ka1.holds(lab),
+            (Self::Peer { ka1, .. }, true) => ka1.as_ref().is_some_and(|k| k.holds(lab)),
             (Self::Peer { ka2, .. }, false) => ka2.holds(lab),
         }
     }
@@ -93,11 +116,40 @@ impl Stack {
         match self {
             Self::Vip { lb1, .. } => lb1.kill9(),
             Self::Peer { ka1, .. } => {
+                let ka1 = ka1.as_mut().expect("keepalived runs on lb1");
                 ka1.find_vrrp_child();
                 if let Some(child) = ka1.vrrp_alive() {
                     let _ = vip_tests::kit::signal(child, libc::SIGKILL);
                 }
                 let _ = vip_tests::kit::signal(ka1.pid(), libc::SIGKILL);
+            }
+        }
+    }
+
+    /// A clean stop of lb1's VRRP daemon (SIGTERM: priority 0 adverts).
+    fn term_lb1(&mut self) {
+        match self {
+            Self::Vip { lb1, .. } => {
+                let st = lb1.stop();
+                assert!(st.success(), "clean exit: {st}");
+            }
+            Self::Peer { ka1, .. } => {
+                if let Some(mut k) = ka1.take() {
+                    k.stop();
+                }
+            }
+        }
+    }
+
+    /// Starts lb1's VRRP daemon again (after a crash or a stop).
+    fn restart_lb1(&mut self, lab: &Lab) {
+        match self {
+            Self::Vip { lb1, .. } => lb1.spawn(lab),
+            Self::Peer { ka1, .. } => {
+                // The old one's files go first: the new one uses the same
+                // directory.
+                *ka1 = None;
+                *ka1 = Some(Keepalived::start(lab, "lb1", &Vrrp::v3(150, ADVERT)));
             }
         }
     }
@@ -117,7 +169,49 @@ fn window_after(load: &Workload, from: Instant) -> Report {
     load.window(from, Instant::now())
 }
 
-fn run(vip: bool) -> Run {
+/// Injects an LB fault with `fault`, waits until lb1 (`lb1_master`) or lb2
+/// holds the VIP, and returns the window. (A crashed keepalived leaves the
+/// VIP on lb1: only lb2's taking it is waited for.)
+fn lb_fault(
+    lab: &Lab,
+    stack: &mut Stack,
+    load: &Workload,
+    lb1_master: bool,
+    fault: impl FnOnce(&mut Stack),
+) -> Report {
+    let from = Instant::now();
+    fault(stack);
+    wait_for(
+        if lb1_master {
+            "lb1 master"
+        } else {
+            "lb2 master"
+        },
+        Duration::from_secs(5),
+        || (stack.holds(lab, lb1_master) && !(lb1_master && stack.holds(lab, false))).then_some(()),
+    );
+    window_after(load, from)
+}
+
+/// The broker holding most of the clients' connections. They reach the
+/// brokers from the client (vip: direct server return) or from the master
+/// LB (`HAProxy` proxies them).
+fn busiest(cluster: &Cluster, lab: &Lab, stack: &Stack, vip: bool) -> &'static str {
+    let from_addr = if vip {
+        CLIENT
+    } else if stack.holds(lab, true) {
+        LB1
+    } else {
+        LB2
+    };
+    BROKERS
+        .iter()
+        .copied()
+        .max_by_key(|b| cluster.broker(b).connections_from(from_addr).unwrap_or(0))
+        .expect("brokers")
+}
+
+fn run(vip: bool, trial: usize) -> Run {
     let name = if vip { "vip" } else { "keepalived + HAProxy" };
     let mut opts = LabOptions::unique(if vip { "bqv" } else { "bqp" });
     opts.start_backends = false;
@@ -134,32 +228,62 @@ fn run(vip: bool) -> Run {
         .expect("the workload starts");
     load.wait_flowing(u64::from(RATE), Duration::from_secs(10))
         .expect("flowing");
-    let mut faults = Vec::new();
+    let link = |up: bool| {
+        let state = if up { "up" } else { "down" };
+        lab.ns("lb1")
+            .ip(&["link", "set", "eth0", state])
+            .expect("lb1's link");
+    };
+    let mut faults = vec![
+        lb_fault(&lab, &mut stack, &load, false, Stack::kill_lb1),
+        lb_fault(&lab, &mut stack, &load, true, |s| s.restart_lb1(&lab)),
+        lb_fault(&lab, &mut stack, &load, false, Stack::term_lb1),
+        lb_fault(&lab, &mut stack, &load, true, |s| s.restart_lb1(&lab)),
+        lb_fault(&lab, &mut stack, &load, false, |_| link(false)),
+        lb_fault(&lab, &mut stack, &load, true, |_| link(true)),
+    ];
 
-    let from = Instant::now();
-    stack.kill_lb1();
-    wait_for("lb2 master", Duration::from_secs(5), || {
-        stack.holds(&lab, false).then_some(())
-    });
-    faults.push(window_after(&load, from));
-
-    // The clients' connections reach the brokers from the client (vip:
-    // direct server return) or from the master LB (HAProxy proxies them).
-    let from_addr = if vip { CLIENT } else { LB2 };
-    let victim = BROKERS
-        .iter()
-        .copied()
-        .max_by_key(|b| cluster.broker(b).connections_from(from_addr).unwrap_or(0))
-        .expect("brokers");
+    let victim = busiest(&cluster, &lab, &stack, vip);
     let from = Instant::now();
     cluster.broker_mut(victim).kill9().expect("kill -9");
     faults.push(window_after(&load, from));
+    cluster
+        .broker_mut(victim)
+        .start_again()
+        .expect("the broker restarts");
+    cluster
+        .wait_formed(3, Duration::from_mins(1))
+        .expect("three running nodes");
+
+    // A hang shorter than Erlang's failure detector, of a broker that
+    // leads no queue (a hung leader stalls the queue whatever the LB does).
+    let victim = busiest(&cluster, &lab, &stack, vip);
+    let other = BROKERS.iter().find(|b| **b != victim).expect("another");
+    cluster
+        .move_leader("vip-load", &format!("rabbit@{}", lab_addr(other)))
+        .expect("the leader moves off the victim");
+    let from = Instant::now();
+    cluster.broker(victim).freeze(true).expect("SIGSTOP");
+    let _ = load.wait_confirmed(u64::from(RATE), HANG);
+    cluster.broker(victim).freeze(false).expect("SIGCONT");
+    faults.push(window_after(&load, from));
+    cluster
+        .wait_formed(3, Duration::from_mins(1))
+        .expect("three running nodes");
+
+    let victim = busiest(&cluster, &lab, &stack, vip);
+    let from = Instant::now();
+    cluster
+        .broker(victim)
+        .rabbitmq_upgrade(&["drain"])
+        .expect("drain");
+    faults.push(window_after(&load, from));
 
     for (fault, r) in FAULTS.iter().zip(&faults) {
-        eprintln!("{name}, {fault}: {}", r.line());
+        eprintln!("{name} (trial {trial}), {fault}: {}", r.line());
     }
     let whole = load.finish(Duration::from_secs(30)).expect("finish");
-    eprintln!("{name}, whole run: {}", whole.line());
+    eprintln!("{name} (trial {trial}), whole run: {}", whole.line());
     Run {
         faults,
         whole,
@@ -167,12 +291,40 @@ fn run(vip: bool) -> Run {
     }
 }
 
-fn cell(r: &Report) -> String {
-    format!(
-        "{} / {:.0} ms",
-        r.reconnects(),
-        r.longest_publish_stall.as_secs_f64() * 1e3
-    )
+/// A broker node's address, e.g. `10.99.0.11` for `b1`.
+fn lab_addr(node: &str) -> &'static str {
+    BACKENDS[BROKERS.iter().position(|b| *b == node).expect("a broker")].0
+}
+
+/// `a–b` for a range over the trials, `a` when they agree.
+fn range<T: PartialOrd + Copy + std::fmt::Display>(values: &[T]) -> String {
+    let mut lo = values[0];
+    let mut hi = values[0];
+    for v in values {
+        if *v < lo {
+            lo = *v;
+        }
+        if *v > hi {
+            hi = *v;
+        }
+    }
+    if lo == hi {
+        format!("{lo}")
+    } else {
+        format!("{lo}–{hi}")
+    }
+}
+
+/// Reconnects / longest publish stall, each as a range over the trials.
+fn cell(runs: &[Run], fault: usize) -> String {
+    let reconnects: Vec<u64> = runs.iter().map(|r| r.faults[fault].reconnects()).collect();
+    let stalls: Vec<u64> = runs
+        .iter()
+        .map(|r| {
+            u64::try_from(r.faults[fault].longest_publish_stall.as_millis()).unwrap_or(u64::MAX)
+        })
+        .collect();
+    format!("{} / {} ms", range(&reconnects), range(&stalls))
 }
 
 fn main() {
@@ -184,21 +336,17 @@ fn main() {
     }
     programs::set_job(programs::Job::Bench);
     let started = Instant::now();
-    let vip = run(true);
-    let peer = run(false);
-    let mut md = String::from(
-        "## RabbitMQ quorum cluster through an LB failover and a broker crash\n\n\
+    let vip: Vec<Run> = (1..=TRIALS).map(|t| run(true, t)).collect();
+    let peer: Vec<Run> = (1..=TRIALS).map(|t| run(false, t)).collect();
+    let mut md = format!(
+        "## RabbitMQ quorum cluster through LB and broker faults\n\n\
          250 persistent messages/s with publisher confirms, a consumer with manual acks, \
-         10 ms adverts, checks every 200 ms (fall 2). Each cell: reconnects / longest \
-         publish stall.\n\n| fault | vip | keepalived + HAProxy |\n|---|---|---|\n",
+         10 ms adverts, checks every 200 ms (fall 2), {TRIALS} runs of each stack. Each \
+         cell: reconnects / longest publish stall, the range over the runs.\n\n\
+         | fault | vip | keepalived + HAProxy |\n|---|---|---|\n",
     );
     for (i, fault) in FAULTS.iter().enumerate() {
-        let _ = writeln!(
-            md,
-            "| {fault} | {} | {} |",
-            cell(&vip.faults[i]),
-            cell(&peer.faults[i])
-        );
+        let _ = writeln!(md, "| {fault} | {} | {} |", cell(&vip, i), cell(&peer, i));
     }
     for (what, f) in [
         (
@@ -209,20 +357,37 @@ fn main() {
         ("reconnects, whole run", Report::reconnects),
         ("confirmed", |r: &Report| r.confirmed),
     ] {
-        let _ = writeln!(md, "| {what} | {} | {} |", f(&vip.whole), f(&peer.whole));
+        let of = |runs: &[Run]| range(&runs.iter().map(|r| f(&r.whole)).collect::<Vec<_>>());
+        let _ = writeln!(md, "| {what} | {} | {} |", of(&vip), of(&peer));
     }
     md.push_str(
         "\n\"lost\" counts confirmed messages not delivered within 30 s of the \
-         publisher's stop. Through HAProxy these are most likely held unacked by the \
-         consumer's old connection, which the old master's HAProxy keeps open to its \
-         broker after the VIP moved (the broker lets it go at its heartbeat timeout, \
-         60 s); with vip the client's own connection moves with the VIP.\n",
+         publisher's stop.",
     );
+    if peer.iter().any(|r| r.whole.lost > 0) {
+        md.push_str(
+            " Through HAProxy these are most likely held unacked by the consumer's old \
+             connection, which the old master's HAProxy keeps open to its broker after the \
+             VIP moved (the broker lets it go at its heartbeat timeout, 60 s); with vip the \
+             client's own connection moves with the VIP.",
+        );
+    }
+    md.push_str(
+        " HAProxy's `check` is a TCP connect, which a hung broker's kernel still \
+         answers: it does not see a SIGSTOP; vip's AMQP check does.\n",
+    );
+    let formed = |runs: &[Run]| {
+        runs.iter()
+            .map(|r| format!("{:.1}", r.formed_in.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let _ = writeln!(
         md,
-        "\nClusters formed in {:.1} s and {:.1} s; the bench took {:.0} s.",
-        vip.formed_in.as_secs_f64(),
-        peer.formed_in.as_secs_f64(),
+        "\nClusters formed in {} s (vip runs) and {} s (keepalived + HAProxy runs); the \
+         bench took {:.0} s.",
+        formed(&vip),
+        formed(&peer),
         started.elapsed().as_secs_f64()
     );
     vip_tests::publish(&md);
