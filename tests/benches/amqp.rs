@@ -260,7 +260,7 @@ fn run(vip: bool, trial: usize) -> Run {
     let victim = busiest(&cluster, &lab, &stack, vip);
     let other = BROKERS.iter().find(|b| **b != victim).expect("another");
     cluster
-        .move_leader("vip-load", &format!("rabbit@{}", lab_addr(other)))
+        .move_leader("vip-load", cluster.broker(other).nodename())
         .expect("the leader moves off the victim");
     let from = Instant::now();
     cluster.broker(victim).freeze(true).expect("SIGSTOP");
@@ -291,23 +291,10 @@ fn run(vip: bool, trial: usize) -> Run {
     }
 }
 
-/// A broker node's address, e.g. `10.99.0.11` for `b1`.
-fn lab_addr(node: &str) -> &'static str {
-    BACKENDS[BROKERS.iter().position(|b| *b == node).expect("a broker")].0
-}
-
 /// `a–b` for a range over the trials, `a` when they agree.
-fn range<T: PartialOrd + Copy + std::fmt::Display>(values: &[T]) -> String {
-    let mut lo = values[0];
-    let mut hi = values[0];
-    for v in values {
-        if *v < lo {
-            lo = *v;
-        }
-        if *v > hi {
-            hi = *v;
-        }
-    }
+fn range(values: &[u64]) -> String {
+    let lo = values.iter().min().expect("a trial");
+    let hi = values.iter().max().expect("a trial");
     if lo == hi {
         format!("{lo}")
     } else {

@@ -39,10 +39,6 @@ use vip_tests::{
 
 const BACKENDS: [(&str, u32); 3] = [("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)];
 const BROKERS: [&str; 3] = ["b1", "b2", "b3"];
-/// A broker node's address, e.g. `10.99.0.11` for `b1`.
-fn lab_addr(node: &str) -> &'static str {
-    BACKENDS[BROKERS.iter().position(|b| *b == node).expect("a broker")].0
-}
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
 /// The workload's rate, messages per second.
@@ -132,16 +128,16 @@ fn setup(tag: &str) -> Setup {
         cluster,
         lab,
     };
-    for b in BACKENDS {
-        s.wait_backend(b.0, true);
+    for b in BROKERS {
+        s.wait_backend(b, true);
     }
     s
 }
 
 impl Setup {
-    /// Waits until both agents see backend `addr` up (or down).
-    fn wait_backend(&self, addr: &str, up: bool) {
-        let addr: Ipv4Addr = addr.parse().expect("address");
+    /// Waits until both agents see broker `node` up (or down).
+    fn wait_backend(&self, node: &str, up: bool) {
+        let addr = self.cluster.broker(node).addr();
         wait_for(
             &format!(
                 "both agents to see {addr} {}",
@@ -376,7 +372,7 @@ const HANG: Duration = Duration::from_secs(5);
 fn hang(s: &Setup, load: &Workload, victim: &str, publishing: bool) {
     let frozen = Instant::now();
     s.cluster.broker(victim).freeze(true).expect("SIGSTOP");
-    s.wait_backend(lab_addr(victim), false);
+    s.wait_backend(victim, false);
     let moved = load.wait_confirmed(u64::from(RATE), HANG.saturating_sub(frozen.elapsed()));
     s.cluster.broker(victim).freeze(false).expect("SIGCONT");
     let held = frozen.elapsed();
@@ -396,7 +392,7 @@ fn queue_leader(s: &Setup) -> &'static str {
     BROKERS
         .iter()
         .copied()
-        .find(|b| leader == format!("rabbit@{}", lab_addr(b)))
+        .find(|b| s.cluster.broker(b).nodename() == leader)
         .unwrap_or_else(|| panic!("the leader {leader} is no member"))
 }
 
@@ -406,8 +402,8 @@ fn all_back(s: &Setup) {
     s.cluster
         .wait_formed(3, Duration::from_mins(1))
         .expect("three running nodes");
-    for b in BACKENDS {
-        s.wait_backend(b.0, true);
+    for b in BROKERS {
+        s.wait_backend(b, true);
     }
 }
 
@@ -426,7 +422,7 @@ fn broker_faults_lose_no_confirmed_message() {
     let victim = s.busiest_broker();
     let r = around(&mut s, &load, &format!("{victim} kill -9"), settle, |s| {
         s.cluster.broker_mut(victim).kill9().expect("kill -9");
-        s.wait_backend(lab_addr(victim), false);
+        s.wait_backend(victim, false);
     });
     assert_broker_fault("kill -9", &r, &load);
     assert!(r.reconnects() >= 1, "its clients reconnected: {r:?}");
@@ -445,7 +441,7 @@ fn broker_faults_lose_no_confirmed_message() {
         .find(|b| **b != victim)
         .expect("another broker");
     s.cluster
-        .move_leader("vip-load", &format!("rabbit@{}", lab_addr(other)))
+        .move_leader("vip-load", s.cluster.broker(other).nodename())
         .expect("the queue's leader moves off the victim");
     let r = around(&mut s, &load, &format!("{victim} SIGSTOP"), settle, |s| {
         hang(s, &load, victim, true);
@@ -473,7 +469,7 @@ fn broker_faults_lose_no_confirmed_message() {
             .broker(victim)
             .rabbitmq_upgrade(&["drain"])
             .expect("drain");
-        s.wait_backend(lab_addr(victim), false);
+        s.wait_backend(victim, false);
     });
     assert_broker_fault("drain", &r, &load);
     assert_eq!(
@@ -516,7 +512,7 @@ fn broker_faults_lose_no_confirmed_message() {
                 .ns(victim)
                 .ip(&["link", "set", "eth0", "down"])
                 .expect("link down");
-            s.wait_backend(lab_addr(victim), false);
+            s.wait_backend(victim, false);
         },
     );
     assert!(
@@ -535,7 +531,7 @@ fn broker_faults_lose_no_confirmed_message() {
         "the isolated node to pause (pause_minority closes its 5672)",
         Duration::from_mins(1),
         || {
-            let addr = SocketAddr::from((lab_addr(victim).parse::<Ipv4Addr>().ok()?, 5672));
+            let addr = s.cluster.broker(victim).amqp_addr();
             s.lab
                 .run_in(victim, || {
                     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
