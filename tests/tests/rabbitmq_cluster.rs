@@ -516,10 +516,13 @@ fn broker_faults_lose_no_confirmed_message() {
         },
     );
     assert!(
-        // Seen: the consumer reconnects twice, once at the reset and once
-        // more while the survivors elect a leader.
-        r.publisher_reconnects <= 2 && r.consumer_reconnects <= 2,
-        "link cut: a client reconnected more than twice: {r:?}\n{:#?}",
+        // Seen: the consumer reconnects once at the reset, then once per
+        // basic.consume that stays blocked for 5 s while the survivors have
+        // not yet noticed the cut (Erlang's net_ticktime of 10 s: up to
+        // about 12 s) and elected a leader: up to two of those (three in
+        // all, seen once); the publisher twice.
+        r.publisher_reconnects <= 2 && r.consumer_reconnects <= 3,
+        "link cut: a client reconnected more often than the cut explains: {r:?}\n{:#?}",
         load.drops()
     );
     assert!(
