@@ -311,7 +311,7 @@ fn main() {
         if node == "lb1" {
             cfg.node.metrics = Some(METRICS.parse().unwrap());
         }
-        Agent::start_full(&lab, node, cfg, Setup { log_to_file: true })
+        Agent::start_full(&lab, node, cfg, Setup::logged())
     };
     let mut lb1 = start("lb1", 150);
     let lb2 = start("lb2", 100);

@@ -82,7 +82,7 @@ fn main() {
             &[("10.99.0.11", 1), ("10.99.0.12", 1), ("10.99.0.13", 1)],
         );
         cfg.vrrp.push(Vrrp::v3(priority, ADVERT).agent_vrrp());
-        Agent::start_full(&lab, node, cfg, Setup { log_to_file: true })
+        Agent::start_full(&lab, node, cfg, Setup::logged())
     };
     let lb1 = start("lb1", 150);
     let lb2 = start("lb2", 100);

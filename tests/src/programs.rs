@@ -39,17 +39,21 @@ pub enum Job {
     Bench,
     /// `cargo xtask fuzz`.
     Fuzz,
+    /// `cargo xtask deb` (and `cargo xtask test`, which builds the package
+    /// its tests install).
+    Deb,
 }
 
 impl Job {
     /// Every job.
-    pub const ALL: [Job; 6] = [
+    pub const ALL: [Job; 7] = [
         Job::Build,
         Job::Run,
         Job::Lab,
         Job::Test,
         Job::Bench,
         Job::Fuzz,
+        Job::Deb,
     ];
 
     /// The command line that runs this job.
@@ -62,6 +66,7 @@ impl Job {
             Job::Test => "cargo xtask test",
             Job::Bench => "cargo xtask bench",
             Job::Fuzz => "cargo xtask fuzz",
+            Job::Deb => "cargo xtask deb",
         }
     }
 
@@ -116,8 +121,13 @@ const ALL: &[Job] = &Job::ALL;
 /// Every job but `build`: each runs the lab, and so installs packages first.
 const LABS: &[Job] = &[Job::Run, Job::Lab, Job::Test, Job::Bench];
 const TESTS: &[Job] = &[Job::Test, Job::Bench];
+/// The jobs that install Debian packages: the labs' and `deb` (lintian).
+const INSTALLS: &[Job] = &[Job::Run, Job::Lab, Job::Test, Job::Bench, Job::Deb];
 /// The jobs that run `RabbitMQ` brokers: the tests, the benches and the demo.
 const BROKERS: &[Job] = &[Job::Run, Job::Test, Job::Bench];
+/// The jobs that build the Debian package: `cargo xtask test` builds it for
+/// the tests that install it.
+const PACKAGE: &[Job] = &[Job::Test, Job::Deb];
 
 /// Every external program a job may start.
 pub const PROGRAMS: &[Program] = &[
@@ -153,21 +163,57 @@ pub const PROGRAMS: &[Program] = &[
         why: "xtask installs it once from crates.io, then checks its version; `cargo +nightly fuzz` runs the fuzz targets",
     },
     Program {
+        name: "cargo-deb",
+        source: Source::Workspace,
+        jobs: PACKAGE,
+        why: "xtask installs it once from crates.io, then checks its version; it builds the .deb",
+    },
+    Program {
+        name: "vip-docs",
+        source: Source::Workspace,
+        jobs: PACKAGE,
+        why: "xtask writes the man pages and completions the package holds",
+    },
+    Program {
+        name: "lintian",
+        source: Source::Debian("lintian"),
+        jobs: PACKAGE,
+        why: "xtask checks the package against Debian policy (no errors allowed)",
+    },
+    Program {
+        name: "dpkg-deb",
+        source: Source::Base("dpkg"),
+        jobs: PACKAGE,
+        why: "the package tests list and unpack the .deb",
+    },
+    Program {
+        name: "man",
+        source: Source::Debian("man-db"),
+        jobs: &[Job::Test],
+        why: "the package test renders each installed man page (man -l)",
+    },
+    Program {
+        name: "bash",
+        source: Source::Base("bash"),
+        jobs: &[Job::Test],
+        why: "the package test loads the bash completions",
+    },
+    Program {
         name: "apt-get",
         source: Source::Base("apt"),
-        jobs: LABS,
+        jobs: INSTALLS,
         why: "xtask installs the packages on this list",
     },
     Program {
         name: "dpkg-query",
         source: Source::Base("dpkg"),
-        jobs: LABS,
+        jobs: INSTALLS,
         why: "xtask asks which packages are installed; a test checks this list's packages",
     },
     Program {
         name: "systemctl",
         source: Source::Base("systemd"),
-        jobs: LABS,
+        jobs: INSTALLS,
         why: "xtask disables the units a fresh install enabled (only on a systemd host)",
     },
     // The lab.
@@ -423,8 +469,15 @@ mod tests {
     fn each_job_installs_its_packages_and_no_base_ones() {
         assert_eq!(
             packages(Job::Test),
-            ["iproute2", "keepalived", "rabbitmq-server"]
+            [
+                "iproute2",
+                "keepalived",
+                "lintian",
+                "man-db",
+                "rabbitmq-server"
+            ]
         );
+        assert_eq!(packages(Job::Deb), ["lintian"]);
         assert_eq!(
             packages(Job::Bench),
             ["haproxy", "iproute2", "keepalived", "rabbitmq-server"]

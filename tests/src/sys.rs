@@ -772,3 +772,124 @@ impl PacketReceiver {
         Ok(Some(buf))
     }
 }
+
+/// Makes `cmd` start in a mount namespace of its own in which
+/// `/run/systemd/journal` is `dir`: a datagram socket `dir/socket` then
+/// receives what the program sends to journald (the journal's native
+/// protocol), and nothing reaches the host's journal. The namespace holds a
+/// tmpfs over `/run/systemd`, so only the program sees the change; on a host
+/// without `/run/systemd` (no systemd) an empty one is made to mount over.
+pub fn with_journal_at(cmd: &mut std::process::Command, dir: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let systemd = Path::new("/run/systemd");
+    if !systemd.is_dir() {
+        std::fs::create_dir_all(systemd)
+            .with_context(|| format!("cannot make {} to mount over", systemd.display()))?;
+    }
+    let source = CString::new(dir.as_os_str().as_encoded_bytes())
+        .with_context(|| format!("bad path {}", dir.display()))?;
+    let fail = |what: &str| {
+        let e = io::Error::last_os_error();
+        io::Error::new(e.kind(), format!("{what}: {e}"))
+    };
+    // SAFETY: the closure makes only system calls (async-signal-safe) on C
+    // strings made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(fail("unshare(CLONE_NEWNS)"));
+            }
+            let none = std::ptr::null();
+            if libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                none.cast(),
+            ) != 0
+            {
+                return Err(fail("making / private"));
+            }
+            if libc::mount(
+                c"tmpfs".as_ptr(),
+                c"/run/systemd".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                none.cast(),
+            ) != 0
+            {
+                return Err(fail("a tmpfs on /run/systemd"));
+            }
+            if libc::mkdir(c"/run/systemd/journal".as_ptr(), 0o755) != 0 {
+                return Err(fail("mkdir /run/systemd/journal"));
+            }
+            if libc::mount(
+                source.as_ptr(),
+                c"/run/systemd/journal".as_ptr(),
+                none,
+                libc::MS_BIND,
+                none.cast(),
+            ) != 0
+            {
+                return Err(fail("binding the test's directory on /run/systemd/journal"));
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// One entry of the journal's native protocol
+/// (<https://systemd.io/JOURNAL_NATIVE_PROTOCOL>): `NAME=value\n` lines, or for a
+/// value with a newline `NAME\n`, its length as a little-endian u64, the
+/// value and `\n`. `None` when the datagram is not well formed.
+#[must_use]
+pub fn journal_fields(mut datagram: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut fields = Vec::new();
+    while !datagram.is_empty() {
+        let end = datagram.iter().position(|&b| b == b'\n')?;
+        let line = &datagram[..end];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            fields.push((
+                String::from_utf8(line[..eq].to_vec()).ok()?,
+                line[eq + 1..].to_vec(),
+            ));
+            datagram = &datagram[end + 1..];
+        } else {
+            let name = String::from_utf8(line.to_vec()).ok()?;
+            let rest = &datagram[end + 1..];
+            let len = usize::try_from(u64::from_le_bytes(rest.get(..8)?.try_into().ok()?)).ok()?;
+            let value = rest.get(8..8 + len)?;
+            if rest.get(8 + len) != Some(&b'\n') {
+                return None;
+            }
+            fields.push((name, value.to_vec()));
+            datagram = &rest[8 + len + 1..];
+        }
+    }
+    Some(fields)
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::journal_fields;
+
+    #[test]
+    fn both_encodings_of_the_native_protocol_are_read() {
+        let mut d = b"MESSAGE=hello\nPRIORITY=6\n".to_vec();
+        d.extend(b"VIP_TEXT\n");
+        d.extend(5u64.to_le_bytes());
+        d.extend(b"a\nb c\n");
+        let f = journal_fields(&d).expect("well formed");
+        assert_eq!(
+            f,
+            vec![
+                ("MESSAGE".into(), b"hello".to_vec()),
+                ("PRIORITY".into(), b"6".to_vec()),
+                ("VIP_TEXT".into(), b"a\nb c".to_vec()),
+            ]
+        );
+        assert_eq!(journal_fields(b"MESSAGE=no newline"), None);
+        assert_eq!(journal_fields(b"NAME\n\x09\0\0\0\0\0\0\0short\n"), None);
+    }
+}

@@ -154,7 +154,7 @@ fn a_foreign_keepalived_on_our_vrid_moves_nothing() {
     let start = |node: &str, priority| {
         let mut cfg = config::node(&lab, node, &backends);
         cfg.vrrp.push(ours(priority).agent_vrrp());
-        Agent::start_full(&lab, node, cfg, Setup { log_to_file: true })
+        Agent::start_full(&lab, node, cfg, Setup::logged())
     };
     let lb1 = start("lb1", 150);
     let lb2 = start("lb2", 100);

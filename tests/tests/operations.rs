@@ -8,12 +8,7 @@
 
 use vip_tests::kit as common;
 
-use std::{
-    collections::BTreeMap,
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, TcpStream},
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
 use common::{Agent, VIP, ask, config, is_root, lab, wait_for, who_answers};
 use vip_agent::{
@@ -38,43 +33,9 @@ fn with_vrrp(lab: &Lab, node: &str, instances: Vec<Vrrp>) -> Config {
     cfg
 }
 
-/// `GET /metrics` from inside lb1's namespace (the agent serves on its
-/// loopback there); the samples by name and labels.
+/// `GET /metrics` from lb1's loopback, where the agent serves.
 fn scrape(lab: &Lab) -> BTreeMap<String, f64> {
-    let text = lab.run_in("lb1", || {
-        let mut s = TcpStream::connect(("127.0.0.1", 9650)).expect("connect to /metrics");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: lb1\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    });
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.contains("Content-Type: application/openmetrics-text"),
-        "{head}"
-    );
-    let lines = body.lines().map(|l| Ok(l.to_owned()));
-    let parsed = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
-    assert!(parsed.samples.len() > 20, "{body}");
-    parsed
-        .samples
-        .into_iter()
-        .map(|s| {
-            let mut labels: Vec<String> =
-                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            labels.sort();
-            let value = match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                other => panic!("unexpected sample {other:?}"),
-            };
-            (format!("{}{{{}}}", s.metric, labels.join(",")), value)
-        })
-        .collect()
+    common::scrape(lab, "lb1", 9650)
 }
 
 fn sum(samples: &BTreeMap<String, f64>, prefix: &str) -> f64 {

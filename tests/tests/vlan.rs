@@ -109,7 +109,7 @@ fn a_vlan_vip_answers_and_announces_only_on_its_vlan() {
     vrrp.vlans.insert(VIP, VLAN);
     vrrp.election.advert_interval = Duration::from_millis(100);
     cfg.vrrp.push(vrrp);
-    let agent = Agent::start_full(&lab, "lb1", cfg, Setup { log_to_file: true });
+    let agent = Agent::start_full(&lab, "lb1", cfg, Setup::logged());
 
     // Becoming master, the agent announces the VIP on its VLAN.
     let lb1 = direct_mac(LB1);

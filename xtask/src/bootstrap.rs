@@ -18,6 +18,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The cargo-fuzz release `cargo xtask fuzz` runs (TOOLCHAIN.md: verified
 /// with this nightly).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
+/// The cargo-deb release `cargo xtask deb` builds the package with (reads
+/// `[package.metadata.deb]` of vip-agent/Cargo.toml).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME").map_or_else(
@@ -36,6 +39,11 @@ pub fn linker_home() -> PathBuf {
 /// pinned release whatever else is on `PATH`.
 pub fn cargo_fuzz_home() -> PathBuf {
     cargo_home().join("vip-cargo-fuzz")
+}
+
+/// `$CARGO_HOME/vip-cargo-deb`: the cargo-deb xtask installed.
+pub fn cargo_deb_home() -> PathBuf {
+    cargo_home().join("vip-cargo-deb")
 }
 
 /// `PATH` with bpf-linker's directory first.
@@ -59,9 +67,22 @@ pub fn cargo_fuzz() -> Result<()> {
     output(command("rustc")?.args(["+nightly", "--version"])).context(
         "the fuzz targets need the nightly toolchain (rustup toolchain install nightly)",
     )?;
-    let home = cargo_fuzz_home();
-    let bin = home.join("bin/cargo-fuzz");
-    let want = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+    cargo_tool("cargo-fuzz", CARGO_FUZZ_VERSION, &cargo_fuzz_home())
+}
+
+/// cargo-deb [`CARGO_DEB_VERSION`] in [`cargo_deb_home`], installed from
+/// crates.io when missing or of another version; returns its path.
+pub fn cargo_deb() -> Result<PathBuf> {
+    let home = cargo_deb_home();
+    cargo_tool("cargo-deb", CARGO_DEB_VERSION, &home)?;
+    Ok(home.join("bin/cargo-deb"))
+}
+
+/// The cargo subcommand `name` at `version` in `home/bin`, installed with
+/// `cargo install --locked` unless `name --version` says that version.
+fn cargo_tool(name: &str, version: &str, home: &Path) -> Result<()> {
+    let bin = home.join("bin").join(name);
+    let want = format!("{name} {version}");
     let installed = |bin: &Path| -> Result<bool> {
         Ok(bin.exists()
             && command(bin)?.arg("--version").output().is_ok_and(|o| {
@@ -72,20 +93,20 @@ pub fn cargo_fuzz() -> Result<()> {
         return Ok(());
     }
     eprintln!(
-        "xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} from crates.io into {} (about a minute, once)",
+        "xtask: installing {name} {version} from crates.io into {} (a minute or two, once)",
         home.display()
     );
     let mut c = command(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))?;
     c.args([
         "install",
-        "cargo-fuzz",
+        name,
         "--version",
-        CARGO_FUZZ_VERSION,
+        version,
         "--locked",
         "--force",
         "--root",
     ])
-    .arg(&home);
+    .arg(home);
     crate::status(c)?;
     if !installed(&bin)? {
         bail!("{} does not say `{want}` after its install", bin.display());

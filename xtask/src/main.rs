@@ -1,10 +1,10 @@
-//! `cargo xtask build | run | lab | test | bench | fuzz`: what a build script
+//! `cargo xtask build | run | lab | test | bench | fuzz | deb`: what a build script
 //! cannot do. Installs the eBPF toolchain (nightly `rust-src`, bpf-linker
 //! built against the nightly's own LLVM), cargo-fuzz, and the Debian packages
 //! of the programs the command starts (`vip_tests::programs`), runs the
 //! privileged test suite (after `cargo fmt --check` and clippy, and before a
 //! short run of each fuzz target), the netns lab, the benchmarks and the
-//! fuzz targets.
+//! fuzz targets, and builds the Debian package.
 //!
 //! Every step is idempotent: a second run finds what the first installed.
 //! Every program started goes through `vip_tests::programs::command`, so it
@@ -12,6 +12,7 @@
 
 mod bootstrap;
 mod cluster_demo;
+mod deb;
 mod demo;
 mod fuzz;
 
@@ -74,6 +75,8 @@ enum Cmd {
         #[arg(long, default_value_t = fuzz::LONG_SECONDS)]
         seconds: u64,
     },
+    /// The Debian package (target/debian/vip_*.deb), checked by lintian.
+    Deb,
 }
 
 fn main() -> ExitCode {
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Cmd::Test { .. } => Job::Test,
         Cmd::Bench => Job::Bench,
         Cmd::Fuzz { .. } => Job::Fuzz,
+        Cmd::Deb => Job::Deb,
     });
     let result = match cli.cmd {
         Cmd::Build { release } => build(release).map(|_| ()),
@@ -99,6 +103,9 @@ fn main() -> ExitCode {
                 .collect();
             fuzz::run(&targets, seconds)
         }
+        Cmd::Deb => bootstrap::apt_packages(&programs::packages(Job::Deb))
+            .and_then(|()| deb::build())
+            .map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -204,7 +211,10 @@ fn test(args: &[String]) -> Result<()> {
     bootstrap::apt_packages(&programs::packages(Job::Test))?;
     build(false)?;
     lint()?;
+    // The package tests (tests/tests/package.rs) unpack and run this one.
+    let deb = deb::build()?;
     let mut c = cargo()?;
+    c.env("VIP_DEB", &deb);
     // Unit, integration and binary tests; benches run only under `xtask bench`.
     c.args(["test", "--no-fail-fast", "--lib", "--bins", "--tests"]);
     if !args.is_empty() {

@@ -145,7 +145,7 @@ impl Daemons {
                 let agent = |node: &str, priority: u8| {
                     let mut cfg = config::node(lab, node, &BACKENDS);
                     cfg.vrrp.push(Vrrp::v3(priority, interval).agent_vrrp());
-                    let setup = Setup { log_to_file: true };
+                    let setup = Setup::logged();
                     Agent::start_full(lab, node, cfg, setup)
                 };
                 let lb1 = agent("lb1", 150);

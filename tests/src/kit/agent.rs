@@ -20,12 +20,27 @@ use vip_agent::dataplane::{Maps, pin_dir};
 use vip_agent::config::{Config, write::to_toml};
 
 /// How an agent runs beyond its config; kept on restarts.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Setup {
-    /// The agent's log (its stderr, uncoloured) to a file in its directory
-    /// instead of ours: [`Agent::log_tail`] reads it, and a failed start
-    /// shows it.
+    /// The agent's log (its stderr, a pipe: no colour) to a file in its
+    /// directory instead of ours: [`Agent::log_tail`] reads it, and a failed
+    /// start shows it.
     pub log_to_file: bool,
+    /// Run the agent with `--log-format journald`, in a mount namespace of
+    /// its own where `/run/systemd/journal` is this directory: the test's
+    /// datagram socket `socket` in it stands in for journald's.
+    pub journal: Option<PathBuf>,
+}
+
+impl Setup {
+    /// [`Setup::log_to_file`] alone.
+    #[must_use]
+    pub fn logged() -> Self {
+        Self {
+            log_to_file: true,
+            ..Self::default()
+        }
+    }
 }
 
 /// A vip-agent running in a lab node, with its own bpffs; killed and
@@ -37,6 +52,7 @@ pub struct Agent {
     /// rest).
     cfg: Box<Config>,
     log: Option<PathBuf>,
+    journal: Option<PathBuf>,
     pub node: String,
     /// The config file.
     pub config: PathBuf,
@@ -72,6 +88,7 @@ impl Agent {
             child: None,
             notify: None,
             log: setup.log_to_file.then(|| dir.0.join("vip-agent.log")),
+            journal: setup.journal,
             node: node.to_owned(),
             config: dir.0.join("vip.toml"),
             bpffs: cfg.node.bpffs.clone(),
@@ -138,7 +155,11 @@ impl Agent {
                 .append(true)
                 .open(log)
                 .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-            cmd.env("NO_COLOR", "1").stderr(file);
+            cmd.stderr(file);
+        }
+        if let Some(journal) = &self.journal {
+            cmd.args(["--log-format", "journald"]);
+            crate::sys::with_journal_at(&mut cmd, journal).expect("journal mount namespace");
         }
         self.child = Some(
             lab.spawn_unmanaged(&self.node, cmd)

@@ -271,3 +271,51 @@ pub fn hear_adverts(
 pub fn longest_gap(times: &[Instant]) -> Option<Duration> {
     times.windows(2).map(|p| p[1] - p[0]).max()
 }
+
+/// The body of `GET /metrics` from `node`'s loopback, port `port` (where
+/// its agent serves `[node] metrics`), checked to be `OpenMetrics` text.
+#[must_use]
+pub fn metrics_text(lab: &Lab, node: &str, port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let text = lab.run_in(node, || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: vip\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.contains("Content-Type: application/openmetrics-text"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// [`metrics_text`]'s samples keyed `name{label=value,...}`, labels sorted.
+#[must_use]
+pub fn scrape(lab: &Lab, node: &str, port: u16) -> std::collections::BTreeMap<String, f64> {
+    let body = metrics_text(lab, node, port);
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    assert!(parsed.samples.len() > 20, "{body}");
+    parsed
+        .samples
+        .into_iter()
+        .map(|s| {
+            let mut labels: Vec<String> =
+                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                other => panic!("unexpected sample {other:?}"),
+            };
+            (format!("{}{{{}}}", s.metric, labels.join(",")), value)
+        })
+        .collect()
+}

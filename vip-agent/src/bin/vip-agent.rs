@@ -5,52 +5,21 @@
     reason = "aya's error types are large; errors are rare"
 )]
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser as _;
 use vip_agent::{
     agent::{Agent, AgentError},
+    cli::agent::{Args, init_logging},
     config::Config,
     error_chain,
 };
 
-#[derive(Parser)]
-#[command(
-    name = "vip-agent",
-    version,
-    about = "vip: XDP load balancer and failover agent"
-)]
-struct Args {
-    /// The TOML configuration.
-    #[arg(long, short)]
-    config: PathBuf,
-    /// Validate the configuration and exit (0 valid, 2 invalid).
-    #[arg(long)]
-    check: bool,
-    /// Override `[node] interface`.
-    #[arg(long)]
-    iface: Option<String>,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VIP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    if let Err(e) = init_logging(args.log_format) {
+        eprintln!("vip-agent: {e}");
+        return ExitCode::from(1);
     }
 
     let (mut config, scripts) = match Config::load(&args.config) {

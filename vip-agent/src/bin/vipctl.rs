@@ -17,9 +17,10 @@ use std::{
     process::ExitCode,
 };
 
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
 use serde_json::json;
 use vip_agent::{
+    cli::vipctl::{Args, Verb},
     control::{self, Command},
     dataplane::{Maps, pin_dir},
     error_chain, import, maglev,
@@ -28,73 +29,6 @@ use vip_agent::{
 use vip_common::{
     BACKEND_DOWN, BACKEND_DRAINING, BACKEND_ENABLED, BACKEND_LOCAL, NO_BACKEND, Proto, counter,
 };
-
-#[derive(Parser)]
-#[command(name = "vipctl", version, about = "Inspect a running vip node")]
-struct Args {
-    /// Node name (the directory under <bpffs>/vip); optional when only one node is pinned.
-    #[arg(long, global = true)]
-    node: Option<String>,
-    /// The pin root the agent uses (`[node] bpffs`).
-    #[arg(long, global = true, default_value = "/sys/fs/bpf")]
-    bpffs: PathBuf,
-    /// The agent's control socket (`[node] control_socket`; default
-    /// /run/vip/<node>.sock).
-    #[arg(long, global = true)]
-    socket: Option<PathBuf>,
-    /// Machine-readable output.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    verb: Verb,
-}
-
-#[derive(Subcommand)]
-enum Verb {
-    /// Backends: address, MAC, flags, packets and bytes forwarded.
-    Backends,
-    /// Flow-table entries: client 5-tuple and the backend it is pinned to.
-    Flows,
-    /// Lookup-table share per backend of one service (VIP:PORT[/tcp|udp]).
-    Table { service: String },
-    /// Packet counters by verdict; with --watch, rates redrawn every second.
-    Stats {
-        /// Redraw packets/s and bytes/s per verdict and per backend.
-        #[arg(long)]
-        watch: bool,
-        /// With --watch: stop after this many redraws.
-        #[arg(long)]
-        count: Option<u64>,
-    },
-    /// VIPs: whether this node holds each one now, and the MAC it answers with.
-    Vips,
-    /// The agent's state: VRRP instances (role, priority, since), checks,
-    /// services and backends (health, drain, table), counters.
-    Status,
-    /// Stop sending new connections to a backend (every service); its
-    /// connections stay. Lasts until undrain or an agent restart.
-    Drain { address: Ipv4Addr },
-    /// Undo drain.
-    Undrain { address: Ipv4Addr },
-    /// Make the agent re-read its configuration (like SIGHUP); exit 2 with
-    /// the key and line if the new one is invalid (the old one keeps running).
-    Reload,
-    /// Print the vip TOML equivalent to a keepalived.conf (following its
-    /// includes); what has no exact equivalent is listed on stderr as
-    /// `FILE:LINE: keyword: what to do`. `--node` names the node instead of
-    /// `router_id`.
-    ImportKeepalived {
-        /// The keepalived configuration.
-        file: PathBuf,
-        /// `[node] interface` when no `vrrp_instance` names one, or instead of theirs.
-        #[arg(long)]
-        iface: Option<String>,
-        /// keepalived's config id (`keepalived -i ID`) for `@ID` lines;
-        /// default the host name up to its first dot.
-        #[arg(long)]
-        config_id: Option<String>,
-    },
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();

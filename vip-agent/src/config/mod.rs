@@ -25,6 +25,7 @@ pub use vip_common::Proto;
 
 mod host;
 mod limits;
+pub mod reference;
 mod spans;
 mod types;
 mod validate;

@@ -8,7 +8,12 @@ mod check;
 mod service;
 mod vrrp;
 
-use self::{check::RawCheck, service::RawService, vrrp::RawVrrp};
+pub(in crate::config) use self::{check::RawCheck, service::RawService, vrrp::RawVrrp};
+#[cfg(test)]
+pub(in crate::config) use self::{
+    service::RawBackend,
+    vrrp::{RawGarp, RawTrack, RawTrackServices, RawVipTable},
+};
 
 use std::{
     collections::{HashMap, HashSet},
