@@ -417,3 +417,47 @@ fn crash_keeps_forwarding_restart_adopts_sigterm_cleans_up() {
     drop(to_client);
     client.join().unwrap();
 }
+
+/// A node with nothing to do (no VRRP, no checks, no traffic, no operator)
+/// keeps its heartbeat fresh and so keeps forwarding: its run loop checks
+/// in with the pacer on its own, well before the pacer's deadline. (It once
+/// did not: an idle static node stopped forwarding 4 s after start.)
+#[test]
+fn an_idle_static_node_keeps_its_heartbeat_and_forwards() {
+    if !is_root() {
+        eprintln!("skipping: netns tests need root");
+        return;
+    }
+    let lab = lab("idle");
+    let cfg = common::config::node(&lab, "lb1", &[("10.99.0.11", 1)]);
+    let dead = vip_agent::agent::dead_time(&cfg);
+    let agent = Agent::start_full(&lab, "lb1", cfg, common::Setup::logged());
+    let maps = agent.maps();
+    // Nothing happens for longer than the pacer's deadline plus the dead
+    // time; the heartbeat, read from the pins (not through the agent, which
+    // a request would wake), is sampled all along.
+    let idle = vip_agent::pacer::LOOP_DEADLINE + dead + Duration::from_secs(1);
+    let started = Instant::now();
+    let mut oldest = Duration::ZERO;
+    while started.elapsed() < idle {
+        let hb = maps.heartbeat().expect("the heartbeat");
+        let age =
+            Duration::from_nanos(vip_agent::dataplane::monotonic_ns().saturating_sub(hb.stamp_ns));
+        oldest = oldest.max(age);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        oldest < dead / 2,
+        "the heartbeat got {oldest:?} old (dead after {dead:?}):\n{}",
+        agent.log_tail(20)
+    );
+    let (name, _) = lab
+        .run_in("client", || who_answers(Duration::from_secs(2)))
+        .expect("a connection through the VIP");
+    assert_eq!(name, "b1");
+    assert!(
+        !agent.log_tail(200).contains("has not checked in"),
+        "{}",
+        agent.log_tail(20)
+    );
+}

@@ -17,6 +17,10 @@ const CATCH_UP: usize = 64;
 
 /// How often the backends' MACs are looked up again.
 const REFRESH: Duration = Duration::from_secs(30);
+/// The longest the loop goes without a pass (and so without checking in
+/// with the pacer), events or not: well within [`crate::pacer::LOOP_DEADLINE`].
+const CHECK_IN: Duration = Duration::from_secs(1);
+const _: () = assert!(CHECK_IN.as_millis() * 2 < crate::pacer::LOOP_DEADLINE.as_millis());
 
 /// Whether the loop goes on after an event.
 #[derive(Debug, PartialEq, Eq)]
@@ -90,6 +94,10 @@ impl Agent {
             let event = tokio::select! {
                 event = inbox.recv() => event.unwrap_or(Event::Stop),
                 () = until(next) => Event::VrrpTimeout,
+                // A loop with nothing to do still checks in with the pacer:
+                // without VRRP and with nothing changing, no event may come
+                // for a long time, and the pacer would stop the heartbeat.
+                () = tokio::time::sleep(CHECK_IN) => continue,
             };
             if self.on(event, checks.epoch).await? == Flow::Stop {
                 break;
