@@ -336,10 +336,21 @@ fn main() {
     let loaders = load(&lab, &run, &scrapes);
     let mut reloads = Vec::new();
     let mut heavy = true;
+    let rebuilds = |a: &Agent| a.status().table_rebuilds;
     while load_from.elapsed() < WINDOW {
+        let before = rebuilds(&lb1);
         let t = Instant::now();
         lb1.reload_config(big(&base, heavy));
         reloads.push(t.elapsed());
+        // A reload the agent refused would also end in READY=1: check that
+        // this one switched every table.
+        let switched = rebuilds(&lb1) - before;
+        assert_eq!(
+            switched,
+            u64::from(SERVICES),
+            "the reload switched {switched} tables, not {SERVICES}; lb1's log:\n{}",
+            lb1.log_tail(15)
+        );
         heavy = !heavy;
         if let Some(rest) = RELOAD_EVERY.checked_sub(t.elapsed()) {
             std::thread::sleep(rest.min(WINDOW.saturating_sub(load_from.elapsed())));

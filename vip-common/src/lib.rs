@@ -127,8 +127,13 @@ pub const LOOKUP_SIZE: u32 = 65_537;
 pub const MAX_SERVICES: u32 = 16;
 /// Backends per service (bounded by [`LOOKUP_SIZE`] / 100).
 pub const MAX_BACKENDS_PER_SERVICE: u32 = 256;
-/// Backend ids per node (a backend id names one backend of one service).
-pub const MAX_BACKENDS: u32 = 1024;
+/// Backend ids per node (a backend id names one backend of one service):
+/// enough for every service to be full.
+pub const MAX_BACKENDS: u32 = MAX_SERVICES * MAX_BACKENDS_PER_SERVICE;
+const _: () = assert!(
+    MAX_BACKENDS >= MAX_SERVICES * MAX_BACKENDS_PER_SERVICE,
+    "a valid config always fits the backend ids (config/validate/service.rs checks no total)"
+);
 /// VIPs per node.
 pub const MAX_VIPS: u32 = 64;
 /// Flows tracked per node (LRU: the least recently used is evicted).

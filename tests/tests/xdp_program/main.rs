@@ -25,6 +25,7 @@ mod icmp_errors;
 mod malformed;
 mod martians;
 mod pins;
+mod services;
 mod vlan;
 
 use vip_tests::xdp::{check, with_fixture};

@@ -1,6 +1,7 @@
 //! Writing a [`Plan`] into the maps through [`MapStore`], in the order that
-//! keeps every packet's lookup valid: backends, then table switches, then
-//! VIPs, then removals.
+//! keeps every packet's lookup valid and the service map within its size:
+//! the services that go, then backends, then table switches, then VIPs,
+//! then the other removals.
 
 use std::{collections::BTreeSet, time::Instant};
 
@@ -19,14 +20,19 @@ pub struct Applied {
 }
 
 /// Writes `plan` into the maps, replacing `old` (the plan last applied).
-/// Backends first, then each table switch, then removals, so no packet ever
-/// meets a table slot naming a backend that is not written yet.
+/// The services that go first (so that a plan replacing every service fits
+/// the map), then backends, then each table switch, then the other
+/// removals, so no packet ever meets a table slot naming a backend that is
+/// not written yet.
 pub fn apply(
     dp: &mut impl MapStore,
     old: Option<&Plan>,
     plan: &Plan,
 ) -> Result<Applied, DataplaneError> {
     let mut applied = Applied::default();
+    // Services that go, first: the map holds MAX_SERVICES, and a plan that
+    // replaces them would otherwise need room for both sets at once.
+    remove_services(dp, plan)?;
     for svc in &plan.services {
         for b in svc.backends.iter().filter(|b| b.resolved.is_some()) {
             dp.set_backend(b.id, &svc.map_backend(b))?;
@@ -65,11 +71,7 @@ pub fn apply(
 /// Works from the maps themselves, so it also cleans up after a previous
 /// agent whose pins were adopted.
 fn prune(dp: &mut impl MapStore, plan: &Plan) -> Result<(), DataplaneError> {
-    for (key, _) in dp.services()?.into_values() {
-        if !plan.services.iter().any(|s| s.key() == key) {
-            dp.remove_service(&key)?;
-        }
-    }
+    remove_services(dp, plan)?;
     let live: BTreeSet<u32> = plan
         .services
         .iter()
@@ -86,6 +88,17 @@ fn prune(dp: &mut impl MapStore, plan: &Plan) -> Result<(), DataplaneError> {
     for vip in dp.vips()?.into_keys() {
         if !plan.vips.contains_key(&vip) {
             dp.remove_vip(vip)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the services `plan` does not hold (their packets go to the
+/// stack from then on).
+fn remove_services(dp: &mut impl MapStore, plan: &Plan) -> Result<(), DataplaneError> {
+    for (key, _) in dp.services()?.into_values() {
+        if !plan.services.iter().any(|s| s.key() == key) {
+            dp.remove_service(&key)?;
         }
     }
     Ok(())

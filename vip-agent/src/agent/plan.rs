@@ -113,9 +113,31 @@ impl Ids {
         Ok(ids)
     }
 
-    fn lowest_free(used: impl Iterator<Item = u32>, max: u32) -> Option<u32> {
-        let used: BTreeSet<u32> = used.collect();
-        (0..max).find(|i| !used.contains(i))
+    /// Gives each key of `wanted` that `ids` lacks the lowest free id below
+    /// `max`, in order: one pass over the ids in use, however many are new.
+    fn allocate<K: Ord + Copy>(
+        ids: &mut BTreeMap<K, u32>,
+        wanted: &[K],
+        max: u32,
+        what: &'static str,
+    ) -> Result<(), CapacityError> {
+        let mut used: BTreeSet<u32> = ids.values().copied().collect();
+        let mut next = 0;
+        for key in wanted {
+            if ids.contains_key(key) {
+                continue;
+            }
+            // Every id below `next` is in use.
+            while used.contains(&next) {
+                next += 1;
+            }
+            if next >= max {
+                return Err(CapacityError { what, max });
+            }
+            used.insert(next);
+            ids.insert(*key, next);
+        }
+        Ok(())
     }
 
     /// Keeps the ids of what `config` still has, drops the rest, and gives
@@ -123,17 +145,7 @@ impl Ids {
     pub fn assign(&mut self, config: &Config) -> Result<(), CapacityError> {
         let wanted: Vec<ServiceIdent> = config.services.iter().map(service_ident).collect();
         self.services.retain(|k, _| wanted.contains(k));
-        for ident in &wanted {
-            if !self.services.contains_key(ident) {
-                let id = Self::lowest_free(self.services.values().copied(), MAX_SERVICES).ok_or(
-                    CapacityError {
-                        what: "services",
-                        max: MAX_SERVICES,
-                    },
-                )?;
-                self.services.insert(*ident, id);
-            }
-        }
+        Self::allocate(&mut self.services, &wanted, MAX_SERVICES, "services")?;
         let mut wanted_backends = Vec::new();
         for svc in &config.services {
             let sid = self.services[&service_ident(svc)];
@@ -141,19 +153,14 @@ impl Ids {
                 wanted_backends.push((sid, b.address));
             }
         }
-        self.backends.retain(|k, _| wanted_backends.contains(k));
-        for key in wanted_backends {
-            if !self.backends.contains_key(&key) {
-                let id = Self::lowest_free(self.backends.values().copied(), MAX_BACKENDS).ok_or(
-                    CapacityError {
-                        what: "backends",
-                        max: MAX_BACKENDS,
-                    },
-                )?;
-                self.backends.insert(key, id);
-            }
-        }
-        Ok(())
+        let keep: BTreeSet<(u32, Ipv4Addr)> = wanted_backends.iter().copied().collect();
+        self.backends.retain(|k, _| keep.contains(k));
+        Self::allocate(
+            &mut self.backends,
+            &wanted_backends,
+            MAX_BACKENDS,
+            "backends",
+        )
     }
 
     #[must_use]
@@ -542,6 +549,35 @@ pub(crate) mod tests {
         ids.assign(&cfg).unwrap();
         assert_eq!((ids.service(&amqp), ids.service(&http)), (None, Some(1)));
         assert_eq!((b(&ids, 1, 11), b(&ids, 1, 13)), (Some(2), Some(0)));
+    }
+
+    #[test]
+    fn every_service_full_fits_the_backend_ids() {
+        let full = |first: u32| -> Vec<Service> {
+            (0..MAX_SERVICES)
+                .map(|s| {
+                    let backends = (0..vip_common::MAX_BACKENDS_PER_SERVICE)
+                        .map(|b| BackendConfig {
+                            address: Ipv4Addr::from(
+                                first + s * vip_common::MAX_BACKENDS_PER_SERVICE + b,
+                            ),
+                            weight: 1,
+                        })
+                        .collect();
+                    service(u16::try_from(5000 + s).unwrap(), backends)
+                })
+                .collect()
+        };
+        let mut ids = Ids::default();
+        ids.assign(&config(full(0x0a10_0000))).unwrap();
+        let mut seen: Vec<u32> = ids.backends.values().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..MAX_BACKENDS).collect::<Vec<_>>());
+        // Every backend replaced at once: the old ids are freed first, so
+        // the new ones fit.
+        ids.assign(&config(full(0x0a20_0000))).unwrap();
+        assert_eq!(ids.backends.len(), MAX_BACKENDS as usize);
+        assert_eq!(ids.backend(0, Ipv4Addr::from(0x0a20_0000)), Some(0));
     }
 
     #[test]

@@ -36,7 +36,7 @@ impl Source<'_> {
     ) -> Result<Vec<Service>, ConfigError> {
         let mut services: Vec<Service> = Vec::with_capacity(raw.len());
         let mut seen: HashMap<(Ipv4Addr, u16, Proto), usize> = HashMap::new();
-        let mut total_backends = 0;
+        // No total to check: MAX_BACKENDS holds every service full.
         for (i, s) in raw.into_iter().enumerate() {
             let at = s.span().start;
             if i >= limit(vip_common::MAX_SERVICES) {
@@ -57,17 +57,6 @@ impl Source<'_> {
                     format!(
                         "{}:{}/{} is already defined by service[{j}] (line {}); merge their backends",
                         svc.vip, svc.port, svc.protocol, services[j].line
-                    ),
-                ));
-            }
-            total_backends += svc.backends.len();
-            if total_backends > limit(vip_common::MAX_BACKENDS) {
-                return Err(self.error(
-                    at,
-                    &format!("service[{i}].backends"),
-                    format!(
-                        "the services have {total_backends} backends so far, but a node holds at most {}",
-                        vip_common::MAX_BACKENDS
                     ),
                 ));
             }
