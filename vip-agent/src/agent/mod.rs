@@ -17,6 +17,7 @@ mod plan;
 mod run;
 mod status;
 
+use futures::StreamExt as _;
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
@@ -62,10 +63,18 @@ pub enum AgentError {
     },
 }
 
+/// An ARP answer: the backend, the link asked on, its MAC if it answered.
+type ArpAnswer = (Ipv4Addr, Iface, Option<[u8; 6]>);
+
+/// ARP requests in flight at once when resolving backends (each a blocking
+/// task of its own; a silent backend holds one for 600 ms).
+const ARP_AT_ONCE: usize = 32;
+
 /// Resolves the MACs of every non-local backend of `config` that sits on a
 /// directly connected subnet: `known` first, then the kernel's neighbour
-/// table, then (with `arp`) our own ARP requests, which can take 600 ms per
-/// silent backend. Unresolved backends are logged and left out.
+/// table, then (with `arp`) our own ARP requests, [`ARP_AT_ONCE`] at a time,
+/// which can take 600 ms per silent backend. Unresolved backends are logged
+/// and left out.
 pub async fn resolve_backends(
     net: &Net,
     config: &Config,
@@ -81,6 +90,7 @@ pub async fn resolve_backends(
         .flat_map(|s| s.backends.iter().map(|b| b.address))
         .collect();
     let neighbours = net.neighbours().await?;
+    let mut asks: Vec<(Ipv4Addr, Iface)> = Vec::new();
     for addr in addrs {
         if all.iter().any(|i| i.addrs.iter().any(|(a, _)| *a == addr)) {
             continue;
@@ -99,17 +109,30 @@ pub async fn resolve_backends(
             tracing::warn!(backend = %addr, "backend is not on a directly connected subnet of this node; direct server return needs layer-2 adjacency, so it stays out of the table");
             continue;
         };
-        let mac = if let Some(mac) = neighbours.get(&(link.index, addr)) {
-            Some(*mac)
-        } else if !arp {
-            continue;
-        } else {
+        if let Some(mac) = neighbours.get(&(link.index, addr)) {
+            out.insert(
+                addr,
+                Resolved {
+                    ifindex: link.index,
+                    mac: *mac,
+                    src_mac: link.mac,
+                    local: false,
+                },
+            );
+        } else if arp {
+            asks.push((addr, link.clone()));
+        }
+    }
+    // What the neighbour table does not know is asked by ARP, at most
+    // ARP_AT_ONCE at a time: one after another, 1 000 backends took 25 s.
+    let answers: Vec<Result<ArpAnswer, AgentError>> =
+        futures::stream::iter(asks.into_iter().map(|(addr, link)| async move {
             let (index, mac, src) = (
                 link.index,
                 link.mac,
                 link.source_for(addr).expect("on link"),
             );
-            tokio::task::spawn_blocking(move || {
+            let answer = tokio::task::spawn_blocking(move || {
                 arp_resolve(index, mac, src, addr, 3, Duration::from_millis(200))
             })
             .await
@@ -122,8 +145,14 @@ pub async fn resolve_backends(
                 what: format!("cannot send ARP for backend {addr} (needs CAP_NET_RAW)"),
                 path: PathBuf::from(&link.name),
                 source,
-            })?
-        };
+            })?;
+            Ok((addr, link, answer))
+        }))
+        .buffer_unordered(ARP_AT_ONCE)
+        .collect()
+        .await;
+    for answer in answers {
+        let (addr, link, mac) = answer?;
         if let Some(mac) = mac {
             out.insert(
                 addr,
