@@ -1,10 +1,14 @@
 //! Health-check cost: one vip-agent checking 100 backends every 100 ms, as
 //! CPU time of the agent process (user + system, children included) over a
 //! measured window, for in-process `tcp` checks and for `exec` checks that
-//! fork `/bin/true` per probe (keepalived's `MISC_CHECK` model).
+//! fork `/bin/true` per probe (keepalived's `MISC_CHECK` model); then 1 000
+//! backends every 100 ms (10 000 probes/s) with `tcp` checks, with the
+//! agent's memory. Each beside its floor: the same connects from a bare loop.
 //!
 //! The 100 backends are 100 addresses (10.99.0.150-249) on the lab's b1,
-//! whose `vip-lab-backend` answers on 0.0.0.0:5672. keepalived's own
+//! whose `vip-lab-backend` answers on 0.0.0.0:5672; the 1 000 are addresses
+//! of 10.98.0.0/22, a second subnet on the lab's segment (b1 and lb1 hold
+//! it), in four services of 250 (a service has at most 256). keepalived's own
 //! checker needs the kernel's IPVS (`virtual_server` blocks program LVS);
 //! when the kernel lacks it, the bench says so instead of a number.
 //!
@@ -15,6 +19,7 @@ use vip_tests::kit as common;
 
 use std::{
     fmt::Write as _,
+    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
@@ -22,8 +27,10 @@ use common::{Agent, config, is_root, lab, wait_for};
 use vip_agent::config::ServiceCheck;
 use vip_tests::lab::Lab;
 
-const COUNT: u8 = 100;
-const FIRST: u8 = 150;
+const FEW: usize = 100;
+const MANY: usize = 1000;
+/// Backends per service with [`MANY`] (a service takes at most 256).
+const PER_SERVICE: usize = 250;
 const INTERVAL_MS: u64 = 100;
 const WINDOW: Duration = Duration::from_secs(10);
 
@@ -48,43 +55,89 @@ fn ticks_per_second() -> f64 {
     t
 }
 
-/// A lab whose b1 has the [`COUNT`] backend addresses from `10.99.0.FIRST`.
-fn backends_lab(tag: &str) -> Lab {
+/// `count` backend addresses: [`FEW`] from 10.99.0.150, or up to 1 000 in
+/// 10.98.0.0/22 from 10.98.0.10.
+fn addresses(count: usize) -> Vec<Ipv4Addr> {
+    (0..count)
+        .map(|i| {
+            if count <= FEW {
+                Ipv4Addr::new(10, 99, 0, 150 + u8::try_from(i).expect("FEW < 106"))
+            } else {
+                let n = u32::from(Ipv4Addr::new(10, 98, 0, 10)) + u32::try_from(i).unwrap();
+                Ipv4Addr::from(n)
+            }
+        })
+        .collect()
+}
+
+/// A lab whose b1 holds `addrs` (and, for 10.98.0.0/22, lb1 an address of
+/// that subnet, so it is directly connected there too).
+fn backends_lab(tag: &str, addrs: &[Ipv4Addr]) -> Lab {
     let lab = lab(tag);
-    for i in 0..COUNT {
-        lab.ns("b1")
-            .ip(&[
-                "addr",
-                "add",
-                &format!("10.99.0.{}/24", FIRST + i),
-                "dev",
-                "eth0",
-            ])
-            .expect("add a backend address");
+    let wide = addrs.iter().any(|a| a.octets()[1] == 98);
+    if wide {
+        lab.ns("lb1")
+            .ip(&["addr", "add", "10.98.3.254/22", "dev", "eth0"])
+            .expect("lb1's address on 10.98.0.0/22");
     }
+    let prefix = if wide { 22 } else { 24 };
+    let lines: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("addr add {a}/{prefix} dev eth0"))
+        .collect();
+    lab.ns("b1")
+        .ip_batch(&lines)
+        .expect("add the backend addresses");
     lab
 }
 
-/// Percent of one core the agent used over [`WINDOW`] with `check`: user
-/// and system time.
-fn measure(check: ServiceCheck) -> (f64, f64, usize) {
-    let lab = backends_lab("chk");
-    let addrs: Vec<String> = (0..COUNT)
-        .map(|i| format!("10.99.0.{}", FIRST + i))
+/// What one window of the agent cost.
+struct Measured {
+    user: f64,
+    sys: f64,
+    up: usize,
+    rss_mib: f64,
+}
+
+/// `VmRSS` of `pid`, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kib: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    f64::from(kib) / 1024.0
+}
+
+/// Percent of one core the agent used over [`WINDOW`] with `check` on
+/// `count` backends: user and system time; its memory at the end.
+fn measure(check: &ServiceCheck, count: usize) -> Measured {
+    let addrs = addresses(count);
+    let lab = backends_lab("chk", &addrs);
+    let names: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let backends: Vec<(&str, u32)> = names.iter().map(|a| (a.as_str(), 1)).collect();
+    let mut cfg = config::node(&lab, "lb1", &[]);
+    cfg.services = backends
+        .chunks(PER_SERVICE)
+        .zip(5672..)
+        .map(|(chunk, port)| {
+            let mut s = config::service(common::VIP, port, chunk);
+            s.check = Some(check.clone());
+            s
+        })
         .collect();
-    let backends: Vec<(&str, u32)> = addrs.iter().map(|a| (a.as_str(), 1)).collect();
-    let mut cfg = config::node(&lab, "lb1", &backends);
-    cfg.services[0].check = Some(check);
     let agent = Agent::start_config(&lab, "lb1", cfg);
     let pid = agent.child.as_ref().expect("running").id();
-    let up = wait_for("every backend checked up", Duration::from_secs(30), || {
+    let up = wait_for("every backend checked up", Duration::from_mins(1), || {
         let st = agent.status();
-        let n = st.services[0]
-            .backends
+        let n = st
+            .services
             .iter()
+            .flat_map(|s| &s.backends)
             .filter(|b| b.up && b.in_table)
             .count();
-        (n == usize::from(COUNT)).then_some(n)
+        (n == count).then_some(n)
     });
     std::thread::sleep(Duration::from_secs(2));
     let (t0, (u0, s0)) = (Instant::now(), cpu_ticks(pid));
@@ -93,15 +146,23 @@ fn measure(check: ServiceCheck) -> (f64, f64, usize) {
     let secs = t0.elapsed().as_secs_f64();
     #[expect(clippy::cast_precision_loss, reason = "ticks")]
     let pct = |d: u64| d as f64 / ticks_per_second() / secs * 100.0;
+    let rss_mib = rss_mib(pid);
     drop(agent);
-    (pct(u1 - u0), pct(s1 - s0), up)
+    Measured {
+        user: pct(u1 - u0),
+        sys: pct(s1 - s0),
+        up,
+        rss_mib,
+    }
 }
 
 /// The floor: the same connects (each address every 100 ms, closed with an
 /// RST like the agent's) from a bare blocking loop on one thread in lb1's
-/// namespace; its user and system time, as % of one core.
-fn bare_loop() -> (f64, f64) {
-    let lab = backends_lab("chb");
+/// namespace; its user and system time, as % of one core, and the rounds
+/// per second it kept up (10 when it kept the schedule).
+fn bare_loop(count: usize) -> (f64, f64, f64) {
+    let addrs = addresses(count);
+    let lab = backends_lab("chb", &addrs);
     lab.run_in("lb1", || {
         let usage = || {
             // SAFETY: a plain getrusage into a zeroed struct.
@@ -114,8 +175,9 @@ fn bare_loop() -> (f64, f64) {
             };
             (us(ru.ru_utime), us(ru.ru_stime))
         };
-        let addrs: Vec<std::net::SocketAddr> = (0..COUNT)
-            .map(|i| std::net::SocketAddr::from(([10, 99, 0, FIRST + i], 5672)))
+        let addrs: Vec<std::net::SocketAddr> = addrs
+            .iter()
+            .map(|a| std::net::SocketAddr::from((*a, 5672)))
             .collect();
         let round = |addrs: &[std::net::SocketAddr]| {
             for a in addrs {
@@ -128,14 +190,20 @@ fn bare_loop() -> (f64, f64) {
         let (u0, s0) = usage();
         let t0 = Instant::now();
         let mut next = t0;
+        let mut rounds = 0u32;
         while t0.elapsed() < WINDOW {
             round(&addrs);
+            rounds += 1;
             next += Duration::from_millis(INTERVAL_MS);
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
         }
         let (u1, s1) = usage();
-        let secs = t0.elapsed().as_secs_f64() * 1e6;
-        ((u1 - u0) / secs * 100.0, (s1 - s0) / secs * 100.0)
+        let secs = t0.elapsed().as_secs_f64();
+        (
+            (u1 - u0) / secs / 1e6 * 100.0,
+            (s1 - s0) / secs / 1e6 * 100.0,
+            f64::from(rounds) / secs,
+        )
     })
 }
 
@@ -153,39 +221,77 @@ fn main() {
         check.schedule.interval = Duration::from_millis(INTERVAL_MS);
         check
     };
-    let (tcp_user, tcp_sys, n1) = measure(every(config::tcp_check()));
-    let (exec_user, exec_sys, n2) = measure(every(config::exec_check("/bin/true")));
-    let (bare_user, bare_sys) = bare_loop();
+    let tcp = every(config::tcp_check());
+    let few_tcp = measure(&tcp, FEW);
+    let few_exec = measure(&every(config::exec_check("/bin/true")), FEW);
+    let few_bare = bare_loop(FEW);
+    let many_tcp = measure(&tcp, MANY);
+    let many_bare = bare_loop(MANY);
     let ipvs = std::path::Path::new("/proc/net/ip_vs").exists();
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "\n# vip benchmark: health-check cost\n\n{COUNT} backends, one check each every {INTERVAL_MS} ms, {}-second window after all were up; CPU = the agent's user + system time including reaped children, as % of one core.\n",
+        "\n# vip benchmark: health-check cost\n\nOne check per backend every {INTERVAL_MS} ms, {}-second window after all were up; CPU = the agent's user + system time including reaped children, as % of one core; memory = the agent's VmRSS at the end.\n",
         WINDOW.as_secs()
     );
     let _ = writeln!(
         md,
-        "| checks | backends up | user % | system % | total % of one core |\n|---|---|---|---|---|"
+        "| checks | backends up | user % | system % | total % of one core | agent RSS MiB |\n|---|---|---|---|---|---|"
+    );
+    let row = |md: &mut String, what: &str, m: &Measured| {
+        let _ = writeln!(
+            md,
+            "| {what} | {} | {:.2} | {:.2} | {:.2} | {:.1} |",
+            m.up,
+            m.user,
+            m.sys,
+            m.user + m.sys,
+            m.rss_mib
+        );
+    };
+    let floor = |md: &mut String, what: &str, (u, s, rounds): (f64, f64, f64)| {
+        let _ = writeln!(
+            md,
+            "| floor: {what} (no agent; {rounds:.1} rounds/s of the 10 due) | - | {u:.2} | {s:.2} | {:.2} | - |",
+            u + s
+        );
+    };
+    row(
+        &mut md,
+        &format!("vip `tcp` × {FEW} (in-process, no fork)"),
+        &few_tcp,
+    );
+    row(
+        &mut md,
+        &format!(
+            "vip `exec` `/bin/true` × {FEW} (a fork per probe, keepalived MISC_CHECK's model)"
+        ),
+        &few_exec,
+    );
+    floor(
+        &mut md,
+        &format!("the same {FEW} connects from a bare blocking loop"),
+        few_bare,
+    );
+    row(
+        &mut md,
+        &format!(
+            "vip `tcp` × {MANY} ({} services of {PER_SERVICE}; {} probes/s)",
+            MANY / PER_SERVICE,
+            MANY * 10
+        ),
+        &many_tcp,
+    );
+    floor(
+        &mut md,
+        &format!("the same {MANY} connects from a bare blocking loop"),
+        many_bare,
     );
     let _ = writeln!(
         md,
-        "| vip `tcp` (in-process, no fork) | {n1} | {tcp_user:.2} | {tcp_sys:.2} | {:.2} |",
-        tcp_user + tcp_sys
-    );
-    let _ = writeln!(
-        md,
-        "| vip `exec` `/bin/true` (a fork per probe, keepalived MISC_CHECK's model) | {n2} | {exec_user:.2} | {exec_sys:.2} | {:.2} |",
-        exec_user + exec_sys
-    );
-    let _ = writeln!(
-        md,
-        "| floor: the same connects from a bare blocking loop (no agent) | - | {bare_user:.2} | {bare_sys:.2} | {:.2} |",
-        bare_user + bare_sys
-    );
-    let _ = writeln!(
-        md,
-        "\nSystem time includes the backend side's kernel TCP work: a veth delivers a packet to the peer namespace's stack inline, in the sender's context, so every SYN and RST the agent sends is also processed for b1 (and through the lab bridge) on the agent's clock. The floor row is that cost alone; the agent's own cost for 100 `tcp` checks every 100 ms is the difference: {:.2} % of one core.",
-        tcp_user + tcp_sys - bare_user - bare_sys
+        "\nSystem time includes the backend side's kernel TCP work: a veth delivers a packet to the peer namespace's stack inline, in the sender's context, so every SYN and RST the agent sends is also processed for b1 (and through the lab bridge) on the agent's clock. The floor rows are that cost alone; the agent's own cost over the floor: {:.2} % of one core for {FEW} `tcp` checks, {:.2} % for {MANY}.",
+        few_tcp.user + few_tcp.sys - few_bare.0 - few_bare.1,
+        many_tcp.user + many_tcp.sys - many_bare.0 - many_bare.1
     );
     let _ = writeln!(
         md,

@@ -292,7 +292,16 @@ fn bench() -> Result<()> {
     build(true)?;
     let report = root().join("bench-report.md");
     // xdp writes the report; the others append to it.
-    for bench in ["xdp", "failover", "checks", "amqp", "loop_load", "soak"] {
+    for bench in [
+        "xdp",
+        "failover",
+        "checks",
+        "tables",
+        "vrrp_cost",
+        "amqp",
+        "loop_load",
+        "soak",
+    ] {
         let mut c = cargo()?;
         c.args(["bench", "-p", "vip-tests", "--bench", bench]);
         c.env("VIP_BENCH_REPORT", &report);
