@@ -99,17 +99,6 @@ struct Measured {
     rss_mib: f64,
 }
 
-/// `VmRSS` of `pid`, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kib: u32 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    f64::from(kib) / 1024.0
-}
-
 /// Percent of one core the agent used over [`WINDOW`] with `check` on
 /// `count` backends: user and system time; its memory at the end.
 fn measure(check: &ServiceCheck, count: usize) -> Measured {
@@ -146,7 +135,7 @@ fn measure(check: &ServiceCheck, count: usize) -> Measured {
     let secs = t0.elapsed().as_secs_f64();
     #[expect(clippy::cast_precision_loss, reason = "ticks")]
     let pct = |d: u64| d as f64 / ticks_per_second() / secs * 100.0;
-    let rss_mib = rss_mib(pid);
+    let rss_mib = f64::from(common::rss_kib(pid).expect("the agent's VmRSS")) / 1024.0;
     drop(agent);
     Measured {
         user: pct(u1 - u0),

@@ -21,23 +21,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Agent, Keepalived, Vrrp, config, is_root, lab, wait_for};
+use common::{Agent, Keepalived, Vrrp, config, is_root, lab, rss_kib, wait_for};
 
 const ADVERT: Duration = Duration::from_millis(10);
 const TRIALS: usize = 3;
 const SETTLE: Duration = Duration::from_secs(2);
 const WINDOW: Duration = Duration::from_secs(15);
-
-/// On-CPU nanoseconds of every thread of `pid` so far.
-fn cpu_ns(pid: u32) -> u64 {
-    let dir = format!("/proc/{pid}/task");
-    std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
 
 /// Each thread of `pid`: its name, on-CPU nanoseconds and voluntary context
 /// switches (its wakeups) so far.
@@ -85,47 +74,31 @@ fn breakdown(
         .collect()
 }
 
-/// `VmRSS` of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// One process's cost over one window.
 #[derive(Clone)]
 struct Cost {
     cpu_pct: f64,
-    rss_kib: u64,
+    rss_kib: u32,
     threads: Breakdown,
 }
 
 /// The master's and the backup's cost, measured over the same window.
 fn measure(master: u32, backup: u32) -> (Cost, Cost) {
     std::thread::sleep(SETTLE);
-    let (mt0, bt0) = (threads(master), threads(backup));
-    let (t0, m0, b0) = (Instant::now(), cpu_ns(master), cpu_ns(backup));
+    let (t0, mt0, bt0) = (Instant::now(), threads(master), threads(backup));
     std::thread::sleep(WINDOW);
-    let (m1, b1) = (cpu_ns(master), cpu_ns(backup));
-    let secs = t0.elapsed().as_secs_f64();
     let (mt1, bt1) = (threads(master), threads(backup));
-    #[expect(clippy::cast_precision_loss, reason = "nanoseconds")]
-    let pct = |d: u64| d as f64 / 1e9 / secs * 100.0;
-    (
+    let secs = t0.elapsed().as_secs_f64();
+    let cost = |pid: u32, before, after| {
+        let threads = breakdown(before, after, secs);
         Cost {
-            cpu_pct: pct(m1 - m0),
-            rss_kib: rss_kib(master),
-            threads: breakdown(&mt0, &mt1, secs),
-        },
-        Cost {
-            cpu_pct: pct(b1 - b0),
-            rss_kib: rss_kib(backup),
-            threads: breakdown(&bt0, &bt1, secs),
-        },
-    )
+            // ms on CPU per second, summed, is a tenth of the percentage.
+            cpu_pct: threads.values().map(|(ms, _)| ms / 10.0).sum(),
+            rss_kib: rss_kib(pid).expect("the process's VmRSS"),
+            threads,
+        }
+    };
+    (cost(master, &mt0, &mt1), cost(backup, &bt0, &bt1))
 }
 
 fn vip_trial() -> (Cost, Cost) {
@@ -198,11 +171,11 @@ fn main() {
             |v| format!("{v:.2}"),
         )
     };
-    #[expect(clippy::cast_precision_loss, reason = "KiB")]
     let rss = |runs: &[(Cost, Cost)], master: bool| {
         spread(
             runs.iter()
-                .map(|r| if master { &r.0 } else { &r.1 }.rss_kib as f64 / 1024.0)
+                .map(|r| if master { &r.0 } else { &r.1 }.rss_kib)
+                .map(|kib| f64::from(kib) / 1024.0)
                 .collect(),
             |v| format!("{v:.1}"),
         )

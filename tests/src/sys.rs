@@ -788,52 +788,30 @@ pub fn with_journal_at(cmd: &mut std::process::Command, dir: &Path) -> Result<()
     }
     let source = CString::new(dir.as_os_str().as_encoded_bytes())
         .with_context(|| format!("bad path {}", dir.display()))?;
-    let fail = |what: &str| {
-        let e = io::Error::last_os_error();
-        io::Error::new(e.kind(), format!("{what}: {e}"))
-    };
     // SAFETY: the closure makes only system calls (async-signal-safe) on C
-    // strings made before the fork.
+    // strings made before the fork, and allocates nothing: the error is the
+    // bare errno (spawn's error names the command).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                return Err(fail("unshare(CLONE_NEWNS)"));
-            }
             let none = std::ptr::null();
-            if libc::mount(
-                none,
-                c"/".as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                none.cast(),
-            ) != 0
-            {
-                return Err(fail("making / private"));
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            let journal = c"/run/systemd/journal".as_ptr();
+            let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                && libc::mount(none, c"/".as_ptr(), none, private, none.cast()) == 0
+                && libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/run/systemd".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    none.cast(),
+                ) == 0
+                && libc::mkdir(journal, 0o755) == 0
+                && libc::mount(source.as_ptr(), journal, none, libc::MS_BIND, none.cast()) == 0;
+            if ok {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
             }
-            if libc::mount(
-                c"tmpfs".as_ptr(),
-                c"/run/systemd".as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                none.cast(),
-            ) != 0
-            {
-                return Err(fail("a tmpfs on /run/systemd"));
-            }
-            if libc::mkdir(c"/run/systemd/journal".as_ptr(), 0o755) != 0 {
-                return Err(fail("mkdir /run/systemd/journal"));
-            }
-            if libc::mount(
-                source.as_ptr(),
-                c"/run/systemd/journal".as_ptr(),
-                none,
-                libc::MS_BIND,
-                none.cast(),
-            ) != 0
-            {
-                return Err(fail("binding the test's directory on /run/systemd/journal"));
-            }
-            Ok(())
         });
     }
     Ok(())

@@ -13,7 +13,7 @@ mod process;
 
 pub use agent::{Agent, Setup};
 pub use peers::{Haproxy, Keepalived, Vrrp};
-pub use process::signal;
+pub use process::{rss_kib, signal};
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},

@@ -55,6 +55,20 @@ pub(super) fn stat(pid: u32) -> Option<Stat> {
     })
 }
 
+/// `VmRSS` of `pid`, in KiB (`None` once it is gone).
+#[must_use]
+pub fn rss_kib(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The last `lines` lines of the file at `path` (empty if it cannot be read).
 #[must_use]
 pub fn tail(path: &Path, lines: usize) -> String {
