@@ -8,7 +8,16 @@
 //!   or that change state (new flow: a repeated run would hit the flow). The
 //!   kernel's timer overhead is in every figure, baseline included.
 //! - **repeat**: `repeat = 100 000` on one frame, the kernel's mean — only for
-//!   paths whose output takes the same path again (known flow, not for us).
+//!   paths whose output takes the same path again (known flow, not for us,
+//!   and a SYN: a SYN is always placed by the table and written to the flow
+//!   table, so each repeat does a new flow's work on a warm cache, the entry
+//!   replacing the last repeat's).
+//!
+//! Then a profile: `perf record` (the `cpu-clock` software event: a VM has
+//! no hardware counters, so no `bpftool prog profile`) samples the one CPU
+//! that runs the known-flow and the SYN repeats, and the report lists where
+//! their time goes, the program's own code and each kernel function it
+//! calls, as shares of the measured ns per packet.
 //!
 //! Each figure is the median of its calls; a trial measures every path, and
 //! min / median / max are over trials. The program and its maps are the XDP
@@ -20,11 +29,17 @@
     reason = "scenario tests read best as one story"
 )]
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{
+    fmt::Write as _,
+    net::Ipv4Addr,
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use vip_agent::dataplane::Dataplane;
 use vip_tests::{
     frames::{TCP_ACK, TCP_SYN},
+    programs::command,
     xdp::{
         AMQP, Fixture, OTHER, VIP, XDP_PASS, XDP_TX, arp_request, in_private_netns, tcp_frame,
         test_run,
@@ -143,7 +158,14 @@ fn measure(dp: &mut Dataplane) -> Vec<Row> {
             vip: vec![],
             pass: vec![],
         },
+        Row {
+            path: "SYN (Maglev pick, flow written)",
+            method: "repeat",
+            vip: vec![],
+            pass: vec![],
+        },
     ];
+    let new_conn = syn(50_002, VIP, TCP_SYN);
     let mut port_base: u32 = 1000;
     for _ in 0..TRIALS {
         rows[0]
@@ -207,8 +229,120 @@ fn measure(dp: &mut Dataplane) -> Vec<Row> {
         rows[5]
             .pass
             .push(repeated(dp, Prog::Pass, &not_for_us, XDP_PASS));
+        rows[6].vip.push(repeated(dp, Prog::Vip, &new_conn, XDP_TX));
+        rows[6]
+            .pass
+            .push(repeated(dp, Prog::Pass, &new_conn, XDP_PASS));
     }
     rows
+}
+
+/// One profiled path: the share of each symbol in the samples of the CPU
+/// that ran it.
+struct Profile {
+    path: &'static str,
+    ns: f64,
+    samples: u64,
+    /// (symbol, share of the samples), largest first.
+    top: Vec<(String, f64)>,
+}
+
+/// How long each profile records.
+const PROFILE_FOR: Duration = Duration::from_secs(2);
+
+/// Runs `frame` through the program in repeat mode on the last CPU while
+/// `perf record` samples that CPU, and reads where the time went.
+fn profile(dp: &mut Dataplane, path: &'static str, frame: &[u8], ns: f64) -> Profile {
+    let cpu = std::thread::available_parallelism().map_or(0, |n| n.get() - 1);
+    pin_to(cpu);
+    let data = std::env::temp_dir().join(format!("vip-xdp-profile-{}.data", std::process::id()));
+    let mut rec = command("perf")
+        .expect("perf is declared for the bench")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "20000", "-C"])
+        .arg(cpu.to_string())
+        .arg("-o")
+        .arg(&data)
+        .args(["--", "sleep"])
+        .arg(PROFILE_FOR.as_secs().to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start perf record");
+    // Bounded: perf stops by itself after PROFILE_FOR; the loop stops when
+    // it has, or at twice that.
+    let deadline = Instant::now() + PROFILE_FOR * 2;
+    let mut out = vec![0u8; 256];
+    while rec.try_wait().expect("perf record").is_none() && Instant::now() < deadline {
+        test_run(dp.program(), frame, &mut out, REPEAT).expect("test run");
+    }
+    let status = rec.wait().expect("perf record");
+    assert!(status.success(), "perf record failed: {status}");
+    let report = command("perf")
+        .expect("perf is declared for the bench")
+        .args([
+            "report",
+            "--stdio",
+            "-q",
+            "--sort",
+            "sym",
+            "-F",
+            "sample,sym",
+            "-i",
+        ])
+        .arg(&data)
+        .output()
+        .expect("perf report");
+    let _ = std::fs::remove_file(&data);
+    assert!(report.status.success(), "perf report failed");
+    let text = String::from_utf8_lossy(&report.stdout);
+    let mut rows: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let n: u64 = w.next()?.parse().ok()?;
+            let _kind = w.next()?;
+            Some((w.collect::<Vec<_>>().join(" "), n))
+        })
+        // The CPU's idle loop is not the program's time.
+        .filter(|(sym, _)| !sym.contains("safe_halt") && !sym.contains("idle"))
+        .collect();
+    let samples: u64 = rows.iter().map(|r| r.1).sum();
+    assert!(samples > 1000, "perf took {samples} samples of CPU {cpu}");
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+    #[expect(clippy::cast_precision_loss, reason = "sample counts")]
+    let top = rows
+        .into_iter()
+        .take(8)
+        .map(|(sym, n)| (program_name(&sym), n as f64 / samples as f64))
+        .collect();
+    Profile {
+        path,
+        ns,
+        samples,
+        top,
+    }
+}
+
+/// `bpf_prog_<tag>_vip_xdp` is the program's own JIT-ed code.
+fn program_name(sym: &str) -> String {
+    if sym.starts_with("bpf_prog_") && sym.ends_with("_vip_xdp") {
+        "vip_xdp (the program's own code)".into()
+    } else {
+        sym.to_owned()
+    }
+}
+
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity
+    // act on it and on this thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set),
+            0,
+            "pin to CPU {cpu}"
+        );
+    }
 }
 
 fn main() {
@@ -219,7 +353,18 @@ fn main() {
     }
     // A private network namespace for the fixture's links; the program
     // sees test runs arrive on its `lo`.
-    let rows = in_private_netns(|| measure(&mut Fixture::up().dp));
+    let (rows, profiles) = in_private_netns(|| {
+        let mut fx = Fixture::up();
+        let rows = measure(&mut fx.dp);
+        let med = |i: usize| stats(&rows[i].vip).1;
+        let known = syn(50_000, VIP, TCP_ACK);
+        let new_conn = syn(50_003, VIP, TCP_SYN);
+        let profiles = vec![
+            profile(&mut fx.dp, "known flow", &known, med(4)),
+            profile(&mut fx.dp, "SYN", &new_conn, med(6)),
+        ];
+        (rows, profiles)
+    });
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -250,6 +395,28 @@ fn main() {
             a1 / b1,
             a1 - b1
         );
+    }
+    let _ = writeln!(
+        md,
+        "\nWhere the time goes (repeat mode, `perf record -e cpu-clock` on the CPU that runs it, {} s each; share of its non-idle samples, and that share of the measured ns per packet; the kernel's test-run loop is in it too):\n",
+        PROFILE_FOR.as_secs()
+    );
+    for p in &profiles {
+        let _ = writeln!(
+            md,
+            "| {} ({:.1} ns, {} samples) | share | ns |",
+            p.path, p.ns, p.samples
+        );
+        let _ = writeln!(md, "|---|---|---|");
+        for (sym, share) in &p.top {
+            let _ = writeln!(
+                md,
+                "| {sym} | {:.1} % | {:.1} |",
+                share * 100.0,
+                share * p.ns
+            );
+        }
+        let _ = writeln!(md);
     }
     println!("{md}");
     if let Some(path) = std::env::var_os("VIP_BENCH_REPORT") {

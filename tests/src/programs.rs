@@ -314,6 +314,12 @@ pub const PROGRAMS: &[Program] = &[
         jobs: &[Job::Bench],
         why: "the failover bench's peer stack (keepalived + HAProxy)",
     },
+    Program {
+        name: "perf",
+        source: Source::Debian("linux-perf"),
+        jobs: &[Job::Bench],
+        why: "the XDP bench's profile: where a packet's time goes",
+    },
 ];
 
 /// The Debian packages `job` installs when missing (sorted, no repeats).
@@ -480,7 +486,13 @@ mod tests {
         assert_eq!(packages(Job::Deb), ["lintian"]);
         assert_eq!(
             packages(Job::Bench),
-            ["haproxy", "iproute2", "keepalived", "rabbitmq-server"]
+            [
+                "haproxy",
+                "iproute2",
+                "keepalived",
+                "linux-perf",
+                "rabbitmq-server"
+            ]
         );
         assert_eq!(
             packages(Job::Run),

@@ -118,6 +118,15 @@ pub mod programs {
     /// per-packet benchmark, and what gives a veth peer the NAPI it needs to
     /// receive `XDP_TX` frames.
     pub const PASS: &str = "vip_pass";
+    /// The least an XDP forwarder can do, the benchmarks' forwarding
+    /// baseline: the MACs of backend 0 written into the frame, `XDP_TX`. No
+    /// parsing, no state, no counters.
+    pub const MIN_FWD: &str = "vip_min_fwd";
+    /// Returns `XDP_DROP`: the receiving end of the throughput benchmark
+    /// (frames are counted by the veth's own statistics).
+    pub const DROP: &str = "vip_drop";
+    /// Every program the object holds; the agent loads (verifies) them all.
+    pub const ALL: [&str; 4] = [VIP_XDP, PASS, MIN_FWD, DROP];
 }
 
 /// Maglev lookup-table size per half: prime, and at least 100 x
@@ -410,7 +419,10 @@ pub struct FlowKey {
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    // Two fields, not `[u8; 3]`: the XDP program zeroes them with two
+    // stores, where a 3-byte array costs it a call to `memset`.
+    pub _pad0: u8,
+    pub _pad1: u16,
 }
 
 impl FlowKey {
@@ -424,7 +436,8 @@ impl FlowKey {
             sport: sport.to_be(),
             dport: dport.to_be(),
             proto: proto.number(),
-            _pad: [0; 3],
+            _pad0: 0,
+            _pad1: 0,
         }
     }
 }
@@ -448,8 +461,13 @@ pub struct BackendStats {
 }
 
 /// Value of [`maps::HEARTBEAT`]: the dead-man switch. The program acts for
-/// VIPs only while `now - stamp_ns <= dead_after_ns` (`CLOCK_MONOTONIC`, which
-/// is what `bpf_ktime_get_ns` reads). All zero (never stamped) means stale.
+/// VIPs only while `now - stamp_ns <= dead_after_ns`. The agent stamps
+/// `CLOCK_MONOTONIC`; the program reads its coarse form
+/// (`bpf_ktime_get_coarse_ns`, the same clock as of the last tick: no
+/// clock-source read, which cost a fifth of a forwarded packet's time on a
+/// VM), so "now" may be up to a tick (4 ms at `HZ=250`) behind the stamp
+/// (fresh) or behind the truth (the switch trips up to a tick late). All
+/// zero (never stamped) means stale.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Heartbeat {
@@ -462,7 +480,7 @@ impl Heartbeat {
     #[inline(always)]
     #[must_use]
     pub fn is_fresh(&self, now_ns: u64) -> bool {
-        self.stamp_ns != 0 && now_ns.wrapping_sub(self.stamp_ns) <= self.dead_after_ns
+        self.stamp_ns != 0 && now_ns.saturating_sub(self.stamp_ns) <= self.dead_after_ns
     }
 }
 
@@ -506,6 +524,20 @@ mod user {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_heartbeat_is_fresh_up_to_its_dead_time_and_ahead_of_the_coarse_clock() {
+        let hb = Heartbeat {
+            stamp_ns: 1_000_000_000,
+            dead_after_ns: 45_000_000,
+        };
+        assert!(hb.is_fresh(1_000_000_000));
+        assert!(hb.is_fresh(1_045_000_000));
+        assert!(!hb.is_fresh(1_045_000_001));
+        // The coarse clock lags the agent's stamp by up to a tick.
+        assert!(hb.is_fresh(996_000_000));
+        assert!(!Heartbeat::default().is_fresh(1));
+    }
 
     #[test]
     fn a_proto_is_its_ip_protocol_number_and_its_config_name() {

@@ -15,10 +15,11 @@ use vip_tests::{
 fn stale_heartbeat_passes() {
     with_fixture(|fx| {
         let dead_after = std::time::Duration::from_millis(30);
-        // A stamp 31 ms old with a 30 ms dead time, as a stalled agent leaves
-        // it. The agent only ever stamps "now", so this writes the heartbeat
-        // directly.
-        let stale = monotonic_ns() - 31_000_000;
+        // A stamp past the 30 ms dead time, as a stalled agent leaves it.
+        // The program reads the coarse clock, up to a tick behind (10 ms at
+        // HZ=100, the coarsest), so the stamp is 20 ms past. The agent only
+        // ever stamps "now", so this writes the heartbeat directly.
+        let stale = monotonic_ns() - 50_000_000;
         fx.dp.stamp_at(stale, dead_after).unwrap();
         check(
             fx,
@@ -47,6 +48,20 @@ fn stale_heartbeat_passes() {
                 frame: arp_request(VIP),
                 out: Out::Same(XDP_PASS),
                 counter: counter::PASS_STALE,
+            },
+        );
+        // A stamp ahead of the coarse clock (taken since its last tick) is
+        // fresh: an agent that just stamped is alive.
+        fx.dp
+            .stamp_at(monotonic_ns() + 5_000_000, dead_after)
+            .unwrap();
+        check(
+            fx,
+            &Case {
+                what: "ARP, stamped ahead of the coarse clock",
+                frame: arp_request(VIP),
+                out: Out::Bytes(XDP_TX, arp_reply()),
+                counter: counter::ARP_REPLY,
             },
         );
         // A fresh stamp brings it back.

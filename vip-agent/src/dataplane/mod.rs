@@ -252,7 +252,7 @@ impl std::ops::DerefMut for Dataplane {
 }
 
 impl Dataplane {
-    /// Loads the object and both programs. With `pins`, every map is pinned
+    /// Loads the object and its programs (`vip_common::programs::ALL`). With `pins`, every map is pinned
     /// there, and maps already pinned there (left by an agent that crashed or
     /// is being upgraded) are reused with their contents: flows, tables and
     /// counters survive a restart. Without `pins` nothing is pinned (tests).
@@ -286,7 +286,7 @@ impl Dataplane {
                 pins: pins.map_or_else(|| "nowhere".into(), |p| p.display().to_string()),
                 source,
             })?;
-        for name in [programs::VIP_XDP, programs::PASS] {
+        for name in programs::ALL {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or(DataplaneError::MissingProgram(name))?
@@ -311,6 +311,16 @@ impl Dataplane {
     /// The trivial `XDP_PASS` program (benchmark baseline).
     pub fn pass_program(&mut self) -> &mut Xdp {
         self.xdp(programs::PASS)
+    }
+
+    /// The minimal forwarder (benchmark baseline: backend 0's MACs, `XDP_TX`).
+    pub fn min_fwd_program(&mut self) -> &mut Xdp {
+        self.xdp(programs::MIN_FWD)
+    }
+
+    /// A program that drops every frame (the benchmarks' receiving end).
+    pub fn drop_program(&mut self) -> &mut Xdp {
+        self.xdp(programs::DROP)
     }
 
     fn xdp(&mut self, name: &'static str) -> &mut Xdp {
