@@ -208,7 +208,7 @@ fn main() {
     let _ = writeln!(
         md,
         "\nThe agent's figure is the whole process: VRRP, the XDP heartbeat stamp \
-         (every dead time / 9, here 5 ms), the link watch and the control socket; \
+         (with each advert a master sends, else every dead time / 4, here 11 ms), the link watch and the control socket; \
          keepalived's VRRP process does VRRP alone (its parent, idle, is not counted).\n\n\
          Where the agent's time goes, per thread (the last trial; ms on CPU per second, \
          wakeups per second):\n\n\
@@ -225,9 +225,11 @@ fn main() {
     let _ = writeln!(
         md,
         "\nvip-pacer sends the master's adverts and stamps the heartbeat; vip-agent is the \
-         run loop (receiving adverts, checking in with the pacer). Each wakeup costs some tens \
-         of microseconds of scheduling on this VM, so the cost follows the wakeups: about 200 \
-         a second for the heartbeat alone at 10 ms adverts, which keepalived does not have."
+         run loop (receiving adverts, checking in with the pacer once a second when idle). Each \
+         wakeup costs some tens of microseconds on this VM, so the cost follows the wakeups: a \
+         master wakes once per advert, as keepalived does; a backup's loop wakes for each \
+         advert received (keepalived too) and its pacer once per stamp, which keepalived does \
+         not have."
     );
     vip_tests::publish(&md);
 }

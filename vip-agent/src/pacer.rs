@@ -14,7 +14,9 @@
 //!   them back the moment it is master no more (`silence`), before it sends
 //!   anything else, such as a priority-0 advert;
 //! - the pacer's thread sends each advert every interval from the time it
-//!   was handed over, and stamps the heartbeat every stamp period;
+//!   was handed over, and stamps the heartbeat on every wakeup, waking for
+//!   a stamp alone only when none was taken for a stamp period (a master at
+//!   short intervals wakes once per advert, and for nothing else);
 //! - the loop checks in on every pass (`alive`). When it has not for
 //!   [`LOOP_DEADLINE`], the pacer sends and stamps nothing more: a hung
 //!   agent fails over as a dead one does, only later.
@@ -327,15 +329,13 @@ fn send_due(s: &mut State, now: Instant) -> Option<Instant> {
         earliest(a.next);
     }
     if let Some(h) = heartbeat {
-        if h.next <= now {
-            if let Err(e) = h.beat.stamp() {
-                tracing::error!(error = %e, "cannot stamp the heartbeat");
-            }
-            h.next += h.period;
-            if h.next <= now {
-                h.next = now + h.period;
-            }
+        // Every wakeup stamps (an advert's, on a master: one wakeup serves
+        // both); the pacer wakes for a stamp of its own only when none was
+        // taken for a period.
+        if let Err(e) = h.beat.stamp() {
+            tracing::error!(error = %e, "cannot stamp the heartbeat");
         }
+        h.next = now + h.period;
         earliest(h.next);
     }
     next
@@ -418,6 +418,43 @@ mod tests {
         let stamps = u64::try_from(stamps.lock().unwrap().len()).unwrap();
         let want = u64::try_from(elapsed.as_millis() / 5).unwrap();
         assert!(stamps + 6 >= want, "{stamps} stamps in {elapsed:?}");
+    }
+
+    /// A master's stamps ride on its adverts: at 10 ms adverts and the
+    /// stamp period of a 45 ms dead time (11.25 ms), every stamp is taken
+    /// with an advert, none later than its period, and the pacer wakes for
+    /// nothing else.
+    #[test]
+    fn a_masters_stamps_ride_on_its_adverts() {
+        let pacer = Pacer::start().unwrap();
+        let wire = Arc::new(Recorder::default());
+        pacer.set_wire(Arc::clone(&wire) as Arc<dyn Wire>);
+        pacer.advertise("VI_1", vec![(GROUP, b"a".to_vec())], 10 * MS);
+        std::thread::sleep(5 * MS);
+        let stamps = Arc::new(Mutex::new(Vec::new()));
+        let period = crate::agent::stamp_period(45 * MS);
+        pacer.set_heartbeat(Box::new(Stamps(Arc::clone(&stamps))), period);
+        std::thread::sleep(300 * MS);
+        drop(pacer);
+        let sent = wire.times(b"a");
+        let stamps = stamps.lock().unwrap().clone();
+        // The first stamp is taken at once, between two adverts.
+        let with_advert = stamps[1..]
+            .iter()
+            .filter(|t| {
+                sent.iter()
+                    .any(|s| s.max(t).duration_since(*s.min(t)) < MS / 2)
+            })
+            .count();
+        assert!(stamps.len() >= 20, "{} stamps in 300 ms", stamps.len());
+        // A loaded machine may delay an advert past a stamp's due time.
+        assert!(
+            with_advert + 2 >= stamps.len() - 1,
+            "{with_advert} of {} stamps with an advert",
+            stamps.len() - 1
+        );
+        let longest = stamps.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+        assert!(longest < period + 10 * MS, "longest stamp gap {longest:?}");
     }
 
     #[test]

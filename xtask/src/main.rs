@@ -294,6 +294,7 @@ fn bench() -> Result<()> {
     // xdp writes the report; the others append to it.
     for bench in [
         "xdp",
+        "throughput",
         "failover",
         "checks",
         "tables",

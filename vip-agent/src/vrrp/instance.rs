@@ -581,9 +581,12 @@ impl Runtime {
     /// The earliest timer of any machine.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // The pacer sends masters' adverts; the loop wakes for elections
+        // and the periodic gratuitous ARP only.
         self.instances
             .iter()
-            .filter_map(|i| i.machine.poll_timeout())
+            .flat_map(|i| [i.machine.poll_timeout_paced(), i.refresh_at])
+            .flatten()
             .min()
     }
 

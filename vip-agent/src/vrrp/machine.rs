@@ -385,6 +385,21 @@ impl Machine {
         self.timers.next()
     }
 
+    /// [`Machine::poll_timeout`] for a runtime whose pacer sends the
+    /// master's periodic adverts: the advert timer left out, since its
+    /// `SendAdvert` hands the pacer the packets it already has. A master's
+    /// loop then sleeps through its adverts (one wakeup each at 10 ms
+    /// intervals, for nothing) instead of waking for each. Its advert timer
+    /// fires, as a no-op, at the next call of [`Machine::handle_timeout`].
+    #[must_use]
+    pub fn poll_timeout_paced(&self) -> Option<Instant> {
+        if self.state == State::Master {
+            self.timers.0[Timer::MasterDown.index()]
+        } else {
+            self.timers.next()
+        }
+    }
+
     /// The next action to execute, in order.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -710,6 +725,8 @@ mod tests {
             (m.state(), m.poll_timeout()),
             (State::Master, Some(t0 + MS10))
         );
+        // With a pacer sending its adverts, a master has nothing to wake for.
+        assert_eq!(m.poll_timeout_paced(), None);
         m.handle_priority(t0, 100);
         assert_eq!((m.priority(), drain(&mut m)), (255, vec![]));
         // Nothing but another owner with a greater address can win.
@@ -733,6 +750,13 @@ mod tests {
         m.handle_link(t0 + ms(4), true);
         assert_eq!(drain(&mut m), took_over(255));
         assert_eq!(m.poll_timeout(), Some(t0 + ms(14)));
+        // A backup waits for its master-down timer, paced or not.
+        let mut b = Machine::new(params(0, 100));
+        b.handle_startup(t0);
+        drop(drain(&mut b));
+        assert_eq!(b.state(), State::Backup);
+        assert!(b.poll_timeout().is_some());
+        assert_eq!(b.poll_timeout_paced(), b.poll_timeout());
     }
 
     #[test]

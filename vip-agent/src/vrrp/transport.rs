@@ -12,7 +12,7 @@ use std::{
 };
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
-use tokio::io::unix::AsyncFd;
+use tokio::io::{Interest, unix::AsyncFd};
 
 /// IP protocol number of VRRP.
 pub const IPPROTO_VRRP: i32 = 112;
@@ -77,9 +77,13 @@ impl VrrpSocket {
             s.join_multicast_v4_n(&VRRP_GROUP, &InterfaceIndexOrAddress::Index(index))?;
         }
         s.set_nonblocking(true)?;
+        // Readable only: the pacer's thread sends on this socket, and with
+        // writable interest too every send's completion (the send buffer
+        // freed) woke the run loop, once per advert, for nothing.
         // SAFETY: `Socket` owns its descriptor, which stays open and the same
         // for as long as the AsyncFd (which owns the socket) lives.
-        let fd = unsafe { AsyncFd::register(s) }.map_err(io::Error::from)?;
+        let fd = unsafe { AsyncFd::register_with_interest(s, Interest::READABLE) }
+            .map_err(io::Error::from)?;
         Ok(Self { fd })
     }
 
