@@ -39,6 +39,7 @@ use std::{
 use vip_agent::dataplane::Dataplane;
 use vip_tests::{
     frames::{TCP_ACK, TCP_SYN},
+    plot::{Bar, Tone},
     programs::command,
     xdp::{
         AMQP, Fixture, OTHER, VIP, XDP_PASS, XDP_TX, arp_request, in_private_netns, tcp_frame,
@@ -396,6 +397,28 @@ fn main() {
             a1 - b1
         );
     }
+    let mut bars = Vec::new();
+    for r in &rows {
+        for (who, v, tone) in [
+            ("vip", &r.vip, Tone::Vip),
+            ("XDP_PASS", &r.pass, Tone::Baseline),
+        ] {
+            let (min, med, max) = stats(v);
+            bars.push(Bar {
+                label: format!("{}, {}: {who}", r.path, r.method),
+                tone,
+                min,
+                med,
+                max,
+            });
+        }
+    }
+    md.push_str(&vip_tests::plot::bars(
+        "xdp-per-packet.svg",
+        "XDP per-packet cost (BPF_PROG_TEST_RUN)",
+        "ns per packet (bar: median; whisker: min to max)",
+        &bars,
+    ));
     let _ = writeln!(
         md,
         "\nWhere the time goes (repeat mode, `perf record -e cpu-clock` on the CPU that runs it, {} s each; share of its non-idle samples, and that share of the measured ns per packet; the kernel's test-run loop is in it too):\n",

@@ -15,6 +15,8 @@ pub mod frames;
 pub mod kit;
 pub mod lab;
 pub mod netns;
+#[cfg(feature = "agent")]
+pub mod plot;
 pub mod programs;
 pub mod sys;
 pub mod workload;

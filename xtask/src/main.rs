@@ -291,7 +291,8 @@ fn bench() -> Result<()> {
     bootstrap::apt_packages(&programs::packages(Job::Bench))?;
     build(true)?;
     let report = root().join("bench-report.md");
-    // xdp writes the report; the others append to it.
+    // xdp writes the report; the others append to it. The plots go to
+    // docs/bench/, which the README shows.
     for bench in [
         "xdp",
         "throughput",
@@ -306,6 +307,7 @@ fn bench() -> Result<()> {
         let mut c = cargo()?;
         c.args(["bench", "-p", "vip-tests", "--bench", bench]);
         c.env("VIP_BENCH_REPORT", &report);
+        c.env("VIP_BENCH_PLOTS", root().join("docs/bench"));
         status(c)?;
     }
     println!("report: {}", report.display());

@@ -498,7 +498,34 @@ fn report(cells: &[Cell], trials: usize, quick: bool, took: Duration) -> String 
     if !failures.is_empty() {
         let _ = writeln!(md, "\nFailures:\n\n{}", failures.join("\n"));
     }
+    md.push_str(&plot_gaps(cells));
     md
+}
+
+/// Every trial's gap, per advert interval and fault, vip beside its peer.
+fn plot_gaps(cells: &[Cell]) -> String {
+    use vip_tests::plot::{Series, Strip, Tone, strips};
+    let series = |stack: Stack, r: &Results, tone| Series {
+        name: stack.name().to_owned(),
+        tone,
+        values: r.ok.iter().map(|o| ms(o.gap)).collect(),
+    };
+    let rows: Vec<Strip> = cells
+        .iter()
+        .map(|c| Strip {
+            label: format!("{} adverts, {}", fmt_interval(c.interval), c.fault.name()),
+            series: vec![
+                series(Stack::Vip, &c.vip, Tone::Vip),
+                series(Stack::Peer, &c.peer, Tone::Peer),
+            ],
+        })
+        .collect();
+    strips(
+        "failover-gaps.svg",
+        "Failover gap per trial, vip vs keepalived + HAProxy (tick: median)",
+        "gap, ms (log scale)",
+        &rows,
+    )
 }
 
 fn main() {
