@@ -208,7 +208,7 @@ fn main() {
     let _ = writeln!(
         md,
         "\nThe agent's figure is the whole process: VRRP, the XDP heartbeat stamp \
-         (with each advert a master sends, else every dead time / 4, here 11 ms), the link watch and the control socket; \
+         (with each advert a master sends; on a backup, with each advert its loop receives, and every dead time / 2, here 22.5 ms, from the pacer), the link watch and the control socket; \
          keepalived's VRRP process does VRRP alone (its parent, idle, is not counted).\n\n\
          Where the agent's time goes, per thread (the last trial; ms on CPU per second, \
          wakeups per second):\n\n\
@@ -228,8 +228,8 @@ fn main() {
          run loop (receiving adverts, checking in with the pacer once a second when idle). Each \
          wakeup costs some tens of microseconds on this VM, so the cost follows the wakeups: a \
          master wakes once per advert, as keepalived does; a backup's loop wakes for each \
-         advert received (keepalived too) and its pacer once per stamp, which keepalived does \
-         not have."
+         advert received (keepalived too) and its pacer once per stamp period, which \
+         keepalived does not have."
     );
     vip_tests::publish(&md);
 }

@@ -15,9 +15,11 @@
 //!   anything else, such as a priority-0 advert;
 //! - the pacer's thread sends each advert every interval from the time it
 //!   was handed over, and stamps the heartbeat on every wakeup, waking for
-//!   a stamp alone only when none was taken for a stamp period (a master at
-//!   short intervals wakes once per advert, and for nothing else);
-//! - the loop checks in on every pass (`alive`). When it has not for
+//!   a stamp alone a stamp period after its last (a master at short
+//!   intervals wakes once per advert, and for nothing else);
+//! - the loop checks in on every pass (`alive`), and stamps the heartbeat
+//!   then when the last stamp is a quarter period old (a backup's loop,
+//!   woken by each advert it receives, keeps it fresh). When it has not for
 //!   [`LOOP_DEADLINE`], the pacer sends and stamps nothing more: a hung
 //!   agent fails over as a dead one does, only later.
 //!
@@ -78,7 +80,19 @@ struct Advert {
 struct Heartbeat {
     beat: Box<dyn Beat>,
     period: Duration,
+    /// When the pacer's thread stamps next if it wakes for nothing else.
     next: Instant,
+    /// The last stamp, by either thread.
+    last: Option<Instant>,
+}
+
+impl Heartbeat {
+    fn stamp(&mut self, now: Instant) {
+        if let Err(e) = self.beat.stamp() {
+            tracing::error!(error = %e, "cannot stamp the heartbeat");
+        }
+        self.last = Some(now);
+    }
 }
 
 struct State {
@@ -155,14 +169,25 @@ impl Pacer {
             beat,
             period,
             next: Instant::now(),
+            last: None,
         });
         self.shared.wake.notify_one();
     }
 
-    /// The loop is alive: called on every pass.
+    /// The loop is alive: called on every pass. It stamps the heartbeat
+    /// too when the last stamp is a quarter of a period old: a loop that
+    /// wakes often (a backup's, for each advert it receives) keeps the
+    /// heartbeat fresh by itself, and the pacer's own stamps, every period,
+    /// only cover a loop that is busy or idle.
     pub fn alive(&self) {
         let mut s = self.shared.lock();
-        s.seen = Instant::now();
+        let now = Instant::now();
+        s.seen = now;
+        if let Some(h) = s.heartbeat.as_mut()
+            && h.last.is_none_or(|t| now >= t + h.period / 4)
+        {
+            h.stamp(now);
+        }
         if s.stalled {
             s.stalled = false;
             tracing::warn!("the run loop is back: adverts and heartbeat resume");
@@ -330,11 +355,9 @@ fn send_due(s: &mut State, now: Instant) -> Option<Instant> {
     }
     if let Some(h) = heartbeat {
         // Every wakeup stamps (an advert's, on a master: one wakeup serves
-        // both); the pacer wakes for a stamp of its own only when none was
-        // taken for a period.
-        if let Err(e) = h.beat.stamp() {
-            tracing::error!(error = %e, "cannot stamp the heartbeat");
-        }
+        // both); the pacer wakes for a stamp of its own a period after its
+        // last one, whatever the loop stamped meanwhile.
+        h.stamp(now);
         h.next = now + h.period;
         earliest(h.next);
     }
@@ -455,6 +478,40 @@ mod tests {
         );
         let longest = stamps.windows(2).map(|w| w[1] - w[0]).max().unwrap();
         assert!(longest < period + 10 * MS, "longest stamp gap {longest:?}");
+    }
+
+    /// A backup's loop, woken by each advert it receives, stamps the
+    /// heartbeat itself; the pacer still stamps once a period, so either
+    /// thread alone keeps it fresh.
+    #[test]
+    fn a_loop_that_wakes_often_stamps_and_the_pacer_still_covers() {
+        struct Named(Arc<Mutex<Vec<(Instant, String)>>>);
+        impl Beat for Named {
+            fn stamp(&mut self) -> Result<(), String> {
+                let who = std::thread::current().name().unwrap_or("?").to_owned();
+                self.0.lock().unwrap().push((Instant::now(), who));
+                Ok(())
+            }
+        }
+        let pacer = Pacer::start().unwrap();
+        let stamps = Arc::new(Mutex::new(Vec::new()));
+        let period = crate::agent::stamp_period(45 * MS);
+        pacer.set_heartbeat(Box::new(Named(Arc::clone(&stamps))), period);
+        let t0 = Instant::now();
+        while t0.elapsed() < 300 * MS {
+            std::thread::sleep(10 * MS);
+            pacer.alive();
+        }
+        drop(pacer);
+        let stamps = stamps.lock().unwrap().clone();
+        let by = |name: &str| stamps.iter().filter(|(_, w)| w == name).count();
+        let (pacer_n, loop_n) = (by("vip-pacer"), stamps.len() - by("vip-pacer"));
+        // 300 ms: one pacer stamp per 22.5 ms period, one loop stamp per
+        // 10 ms pass (a pass comes after a quarter period).
+        assert!((10..=16).contains(&pacer_n), "{pacer_n} pacer stamps");
+        assert!(loop_n >= 20, "{loop_n} loop stamps");
+        let longest = stamps.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap();
+        assert!(longest < period, "longest stamp gap {longest:?}");
     }
 
     #[test]

@@ -393,13 +393,15 @@ pub fn dead_time(config: &Config) -> Duration {
         .unwrap_or(Duration::from_secs(1))
 }
 
-/// How often the heartbeat is stamped for a dead time: a quarter of it (11
-/// ms at 10 ms adverts), so a stamp may come three periods late before XDP
-/// goes passive. The pacer stamps on each of its wakeups too, so a master at
-/// 10 ms adverts stamps with each advert and wakes for nothing else.
+/// How often the pacer stamps the heartbeat for a dead time, whatever else
+/// it does: half of it (22.5 ms at 10 ms adverts), so a stamp may come a
+/// period late before XDP goes passive. The pacer also stamps on each of its
+/// wakeups (a master at 10 ms adverts: with each advert), and the run loop on
+/// each of its passes a quarter period after the last stamp (a backup: with
+/// each advert received), so the heartbeat is fresh while either thread runs.
 #[must_use]
 pub fn stamp_period(dead: Duration) -> Duration {
-    (dead / 4).clamp(Duration::from_millis(1), Duration::from_millis(250))
+    (dead / 2).clamp(Duration::from_millis(1), Duration::from_millis(250))
 }
 
 /// What the backend checks of a config are: per service, its identity,
@@ -732,7 +734,7 @@ pub(crate) mod tests {
         assert_eq!(dead_time(&three_backends()), Duration::from_secs(1));
         assert_eq!(
             stamp_period(Duration::from_millis(45)),
-            Duration::from_micros(11_250)
+            Duration::from_micros(22_500)
         );
         assert_eq!(
             stamp_period(Duration::from_secs(9)),
