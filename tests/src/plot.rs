@@ -202,6 +202,7 @@ fn draw_strips(dir: &Path, file: &str, title: &str, unit: &str, rows: &[Strip]) 
             .disable_y_mesh()
             .x_desc(unit)
             .y_labels(0)
+            .x_label_formatter(&|v| log_label(*v))
             .draw()
             .expect("mesh");
         row_labels(&root, &chart, lo, &labels);
@@ -232,14 +233,11 @@ fn draw_strips(dir: &Path, file: &str, title: &str, unit: &str, rows: &[Strip]) 
                 }
             }
         }
-        // The legend: one dot per series name, along the bottom-right.
+        // The legend: one dot per series name, top right, beside the title.
         for (j, (name, tone)) in legend.iter().enumerate() {
-            let c = tone.color();
-            let x = i32::try_from(WIDTH).expect("pixels") - 260;
-            let y = i32::try_from(height).expect("pixels") - 40
-                + 14 * i32::try_from(j).expect("few")
-                - 14 * i32::try_from(legend.len()).expect("few");
-            root.draw(&Circle::new((x, y), 4, c.filled()))
+            let x = i32::try_from(WIDTH).expect("pixels") - 200;
+            let y = 10 + 14 * i32::try_from(j).expect("few");
+            root.draw(&Circle::new((x, y), 4, tone.color().filled()))
                 .expect("legend dot");
             root.draw(&Text::new(
                 name.clone(),
@@ -274,6 +272,21 @@ fn row_labels<X: Ranged<ValueType = f64>>(
         );
         root.draw(&Text::new(label.clone(), (px - 8, py), style))
             .expect("row label");
+    }
+}
+
+/// A log axis's label at 1, 2 and 5 times a power of ten only (the others
+/// crowd each other out).
+fn log_label(v: f64) -> String {
+    let lead = v / 10f64.powf(v.log10().floor());
+    if [1.0, 2.0, 5.0].iter().any(|l| (lead - l).abs() < 1e-6) {
+        if v >= 1.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v}")
+        }
+    } else {
+        String::new()
     }
 }
 
@@ -322,6 +335,16 @@ mod tests {
         for text in ["vip", "HAProxy", "32.5", "17.3", "conn/s", "k/s"] {
             assert!(svg.lines().any(|l| l == text), "no {text} in the plot");
         }
+    }
+
+    #[test]
+    fn a_log_axis_is_labelled_at_one_two_and_five() {
+        let shown: Vec<String> = [0.5, 0.7, 1.0, 3.0, 20.0, 40.0, 500.0, 1000.0]
+            .iter()
+            .copied()
+            .map(log_label)
+            .collect();
+        assert_eq!(shown, ["0.5", "", "1", "", "20", "", "500", "1000"]);
     }
 
     #[test]

@@ -320,6 +320,19 @@ pub const PROGRAMS: &[Program] = &[
         jobs: &[Job::Bench],
         why: "the XDP bench's profile: where a packet's time goes",
     },
+    Program {
+        name: "wrk",
+        source: Source::Debian("wrk"),
+        jobs: &[Job::Bench],
+        why: "the conns bench's client: new TCP connections per second (`Connection: close`)",
+    },
+    Program {
+        // /usr/sbin/nginx; Debian 12's nginx-light is nginx plus a module.
+        name: "nginx",
+        source: Source::Debian("nginx"),
+        jobs: &[Job::Bench],
+        why: "the conns bench's backend, in a lab namespace with its own config",
+    },
 ];
 
 /// The Debian packages `job` installs when missing (sorted, no repeats).
@@ -491,7 +504,9 @@ mod tests {
                 "iproute2",
                 "keepalived",
                 "linux-perf",
-                "rabbitmq-server"
+                "nginx",
+                "rabbitmq-server",
+                "wrk"
             ]
         );
         assert_eq!(

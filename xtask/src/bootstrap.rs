@@ -305,11 +305,15 @@ pub fn apt_packages(pkgs: &[&str]) -> Result<()> {
 }
 
 /// systemd units that installing these packages enables, disabled again after
-/// a fresh install: `rabbitmq-server`'s broker, and the Erlang port mapper of
-/// `erlang-base` (socket-activated on 4369 in the root namespace).
+/// a fresh install: `rabbitmq-server`'s broker, the Erlang port mapper of
+/// `erlang-base` (socket-activated on 4369 in the root namespace), nginx
+/// (`nginx-common` ships its unit; the conns bench runs its own nginx) and
+/// `HAProxy` (the benches run their own).
 pub const QUIET_UNITS: &[(&str, &[&str])] = &[
     ("rabbitmq-server", &["rabbitmq-server.service"]),
     ("erlang-base", &["epmd.socket", "epmd.service"]),
+    ("nginx-common", &["nginx.service"]),
+    ("haproxy", &["haproxy.service"]),
 ];
 
 fn dpkg_installed(pkg: &str) -> bool {

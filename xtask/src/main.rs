@@ -295,6 +295,7 @@ fn bench() -> Result<()> {
     // docs/bench/, which the README shows.
     for bench in [
         "xdp",
+        "conns",
         "throughput",
         "failover",
         "checks",
