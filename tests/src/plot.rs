@@ -337,6 +337,27 @@ mod tests {
         }
     }
 
+    /// The README shows the plots the benches draw: each is in the
+    /// repository.
+    #[test]
+    fn the_readme_shows_plots_that_exist() {
+        let readme = include_str!("../../README.md");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let files: Vec<&str> = readme
+            .match_indices("](docs/bench/")
+            .map(|(i, _)| {
+                let rest = &readme[i + 2..];
+                &rest[..rest.find(')').expect("a closed link")]
+            })
+            .collect();
+        assert_eq!(files.len(), 4, "{files:?}");
+        for f in files {
+            let svg = std::fs::read_to_string(root.join(f))
+                .unwrap_or_else(|e| panic!("the README shows {f}: {e}"));
+            assert!(svg.starts_with("<svg"), "{f} is no SVG");
+        }
+    }
+
     #[test]
     fn a_log_axis_is_labelled_at_one_two_and_five() {
         let shown: Vec<String> = [0.5, 0.7, 1.0, 3.0, 20.0, 40.0, 500.0, 1000.0]

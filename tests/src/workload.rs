@@ -126,6 +126,9 @@ pub struct Report {
     /// to go out again), e.g. `[14734] (in flight 1, waiting 0)`. Not lost:
     /// the broker never took responsibility for them.
     pub unconfirmed: String,
+    /// The first lost ids, e.g. `[3702, 3703]`: the publisher numbers its
+    /// messages in order, so an id tells when it was sent.
+    pub lost_ids: String,
     /// Deliveries of an id already delivered.
     pub duplicates: u64,
     /// Connections the publisher had to make again.
@@ -179,6 +182,10 @@ impl Report {
             String::new()
         } else {
             format!("; not confirmed (yet): {}", self.unconfirmed)
+        } + &if self.lost_ids.is_empty() {
+            String::new()
+        } else {
+            format!("; lost: {}", self.lost_ids)
         }
     }
 }
@@ -330,6 +337,7 @@ impl Workload {
             consumed: deliveries.len() as u64,
             lost: 0,
             unconfirmed: String::new(),
+            lost_ids: String::new(),
             duplicates: 0,
             publisher_reconnects: t.drops_of(Client::Publisher, from, to),
             consumer_reconnects: t.drops_of(Client::Consumer, from, to),
@@ -434,11 +442,18 @@ impl Workload {
 
     fn report(&self, end: Instant) -> Report {
         let t = self.lock();
-        let lost = t
+        let lost_set: Vec<u64> = t
             .confirmed
             .iter()
             .filter(|id| !t.delivered.contains_key(id))
-            .count() as u64;
+            .copied()
+            .collect();
+        let lost = lost_set.len() as u64;
+        let lost_ids = if lost_set.is_empty() {
+            String::new()
+        } else {
+            format!("{:?}", &lost_set[..lost_set.len().min(8)])
+        };
         let from = self.started;
         let confirms: Vec<Instant> = t
             .confirm_times
@@ -463,6 +478,7 @@ impl Workload {
         };
         Report {
             unconfirmed,
+            lost_ids,
             sent: t.sent.len() as u64,
             confirmed: t.confirmed.len() as u64,
             nacked: t.nack_times.len() as u64,
