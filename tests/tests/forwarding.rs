@@ -371,11 +371,14 @@ fn crash_keeps_forwarding_restart_adopts_sigterm_cleans_up() {
         "the check ran within the dead time"
     );
 
-    // Past the dead time the program stops acting for the VIP.
+    // Past the dead time the program stops acting for the VIP. It reads the
+    // coarse clock, up to a tick behind (10 ms at HZ=100, the coarsest), so
+    // the probe waits 20 ms past the dead time.
     let maps = agent.maps();
     let hb = maps.heartbeat().unwrap();
+    let tick = 20_000_000;
     wait_for("a stale heartbeat", Duration::from_secs(3), || {
-        (vip_agent::dataplane::monotonic_ns() > hb.stamp_ns + hb.dead_after_ns).then_some(())
+        (vip_agent::dataplane::monotonic_ns() > hb.stamp_ns + hb.dead_after_ns + tick).then_some(())
     });
     let before = maps.counters().unwrap()[counter::PASS_STALE as usize];
     let probe = lab.run_in("client", || {
