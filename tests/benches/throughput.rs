@@ -121,20 +121,6 @@ fn live(fx: &mut Fixture, prog: Prog, ifindex: u32, first_flow: u16) -> f64 {
     rate
 }
 
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity
-    // act on it and on this thread only.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set),
-            0,
-            "pin to CPU {cpu}"
-        );
-    }
-}
-
 fn ifindex(name: &str) -> u32 {
     let c = std::ffi::CString::new(name).expect("name");
     // SAFETY: a valid C string.
@@ -172,7 +158,7 @@ fn measure() -> Vec<(Prog, Vec<f64>)> {
             "flow {i} placed and sent out of vr0"
         );
     }
-    pin_to(std::thread::available_parallelism().map_or(0, |n| n.get() - 1));
+    vip_tests::xdp::pin_to_cpu(std::thread::available_parallelism().map_or(0, |n| n.get() - 1));
     let mut rates: Vec<(Prog, Vec<f64>)> = Prog::ALL.iter().map(|p| (*p, Vec::new())).collect();
     for t in 0..TRIALS {
         for (prog, v) in &mut rates {

@@ -255,7 +255,7 @@ const PROFILE_FOR: Duration = Duration::from_secs(2);
 /// `perf record` samples that CPU, and reads where the time went.
 fn profile(dp: &mut Dataplane, path: &'static str, frame: &[u8], ns: f64) -> Profile {
     let cpu = std::thread::available_parallelism().map_or(0, |n| n.get() - 1);
-    pin_to(cpu);
+    vip_tests::xdp::pin_to_cpu(cpu);
     let data = std::env::temp_dir().join(format!("vip-xdp-profile-{}.data", std::process::id()));
     let mut rec = command("perf")
         .expect("perf is declared for the bench")
@@ -329,20 +329,6 @@ fn program_name(sym: &str) -> String {
         "vip_xdp (the program's own code)".into()
     } else {
         sym.to_owned()
-    }
-}
-
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity
-    // act on it and on this thread only.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set),
-            0,
-            "pin to CPU {cpu}"
-        );
     }
 }
 
